@@ -1,0 +1,3 @@
+"""Edgeloop control plane."""
+
+__version__ = "0.1.0"

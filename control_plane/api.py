@@ -1,0 +1,28 @@
+"""The versioned API: every domain's router under /api/v1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from control_plane.alerts.routes import router as alerts_router
+from control_plane.audit.routes import router as audit_router
+from control_plane.auth.routes import router as auth_router
+from control_plane.drift.routes import router as drift_router
+from control_plane.errors import API_ERROR_RESPONSES
+from control_plane.evals.routes import router as evals_router
+from control_plane.fleet.routes import router as fleet_router
+from control_plane.lineage.routes import router as lineage_router
+from control_plane.prompts.routes import router as prompts_router
+from control_plane.registry.routes import router as registry_router
+from control_plane.telemetry.routes import router as telemetry_router
+
+
+def build_api_router() -> APIRouter:
+    """Assemble the /api/v1 router from each domain."""
+    # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
+    router = APIRouter(prefix="/api/v1", responses=API_ERROR_RESPONSES)
+    domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, telemetry_router,
+               drift_router, alerts_router, prompts_router, evals_router)
+    for domain_router in domains:
+        router.include_router(domain_router)
+    return router

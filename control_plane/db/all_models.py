@@ -1,0 +1,14 @@
+"""Import every domain's models so Base.metadata is complete (for Alembic and test schemas)."""
+
+from control_plane.alerts import models as alert_models  # noqa: F401  (alerts)
+from control_plane.audit import models as audit_models
+from control_plane.auth import models as auth_models
+from control_plane.drift import models as drift_models  # noqa: F401  (monitors, hysteresis state)
+from control_plane.evals import models as eval_models  # noqa: F401  (eval datasets, runs, results)
+from control_plane.fleet import models as fleet_models  # noqa: F401  (devices, rollouts, manifests)
+from control_plane.lineage import models as lineage_models
+from control_plane.prompts import models as prompt_models  # noqa: F401  (prompts, labels, agent runs)
+from control_plane.registry import models as registry_models
+from control_plane.telemetry import models as telemetry_models  # noqa: F401  (windows, quarantine, labels)
+
+__all__ = ["audit_models", "auth_models", "lineage_models", "registry_models"]

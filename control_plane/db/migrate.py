@@ -1,0 +1,36 @@
+"""Run Alembic migrations programmatically (used by the CLI, `serve` and the tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    """Return an Alembic config pointing at this package's migrations and ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Apply every migration up to ``revision``."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def current(url: str) -> list[str]:
+    """Return the revisions the database is at."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()

@@ -1,0 +1,107 @@
+"""Request dependencies as Annotated aliases: settings, database session, caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from control_plane.auth import service as auth_service
+from control_plane.auth.roles import Scope
+from control_plane.auth.schemas import Principal
+from control_plane.db.session import Database
+from control_plane.errors import Forbidden, Unauthenticated
+from control_plane.settings import Settings
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_settings(request: Request) -> Settings:
+    """Return this app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    """Return this app's database."""
+    database: Database = request.app.state.database
+    return database
+
+
+def _finish(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """Yield one session per request; commit on success, roll back on error.
+
+    Async on purpose: creating a session does no I/O, and each worker-thread hop costs more than the request's own
+    SQL under load. Reads end inline (a rollback of nothing); writes commit in one threadpool hop.
+    """
+    write = request.method not in READ_METHODS
+    session = get_database(request).session(write=write)
+    try:
+        yield session
+    except BaseException:
+        await run_in_threadpool(_finish, session, commit=False)
+        raise
+    if write:
+        await run_in_threadpool(_finish, session, commit=True)
+    else:
+        _finish(session, commit=False)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+# scope="function" commits before the response is sent, so a failed commit is never reported as success.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class Authorize:
+    """Dependency that authenticates the caller and requires any one of ``scopes`` (none: any valid token)."""
+
+    def __init__(self, *scopes: Scope) -> None:
+        self.scopes = frozenset(scopes)
+
+    # Async, with the indexed token lookup inline: one small query costs less than a worker-thread hop.
+    async def __call__(
+        self,
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise Unauthenticated("missing bearer token")
+        principal = auth_service.authenticate(session=session, bearer=credentials.credentials)
+        if self.scopes and not self.scopes & principal.scopes:
+            wanted = sorted(s.value for s in self.scopes)
+            raise Forbidden(f"role {principal.role.value!r} lacks scope {' or '.join(wanted)}",
+                            required_scopes=wanted)
+        return principal
+
+
+Authenticated = Annotated[Principal, Depends(Authorize())]
+Reader = Annotated[Principal, Depends(Authorize(Scope.READ))]
+Writer = Annotated[Principal, Depends(Authorize(Scope.WRITE))]
+Proposer = Annotated[Principal, Depends(Authorize(Scope.PROPOSE))]
+Approver = Annotated[Principal, Depends(Authorize(Scope.APPROVE))]
+Admin = Annotated[Principal, Depends(Authorize(Scope.ADMIN))]
+Device = Annotated[Principal, Depends(Authorize(Scope.DEVICE))]
+ReaderOrDevice = Annotated[Principal, Depends(Authorize(Scope.READ, Scope.DEVICE))]
+
+
+def require_device(principal: Principal, device_id: str) -> None:
+    """Refuse a device token acting for another device."""
+    if principal.device_id != device_id:
+        raise Forbidden("device token is scoped to another device")

@@ -1,0 +1,1 @@
+"""Lineage: a typed graph linking datasets, runs, model versions, artifacts, deployments and prompts."""

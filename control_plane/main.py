@@ -1,0 +1,76 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from control_plane import __version__
+from control_plane.api import build_api_router
+from control_plane.db.session import Database
+from control_plane.errors import ServiceUnavailable, install_error_handlers
+from control_plane.fleet.bridge import fleet_bridge
+from control_plane.prompts.sync import sync_on_startup
+from control_plane.registry.store import ArtifactStore
+from control_plane.settings import Settings
+from control_plane.signing import Signer
+from control_plane.telemetry.workers import telemetry_workers
+from control_plane.workers import Worker, audit_checkpointer
+
+
+def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
+    """Return the background workers this configuration needs."""
+    workers: list[Worker] = [
+        audit_checkpointer(app.state.database, app.state.audit_signer, settings.audit_checkpoint_seconds)
+    ]
+    if settings.mqtt_url:
+        workers.append(fleet_bridge(app, settings))
+    workers += telemetry_workers(app, settings)  # ingest consumers (when mqtt_url is set) and drift monitors
+    return workers
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a control-plane app; all state hangs off ``app.state``, none is global."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sync_on_startup(app.state.database, settings)  # prompts/*.md → registry; idempotent, replica-safe
+        workers = build_workers(app, settings)
+        for worker in workers:
+            await worker.start()
+        try:
+            yield
+        finally:
+            for worker in reversed(workers):
+                await worker.stop()
+            app.state.database.dispose()
+
+    app = FastAPI(title="Edgeloop control plane", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.database = Database(settings.resolved_database_url)
+    app.state.artifact_store = ArtifactStore(settings.artifacts_dir, settings.max_artifact_bytes)
+    app.state.audit_signer = Signer.load_or_create(settings.audit_key_path or settings.keys_dir / "audit.pem")
+    install_error_handlers(app)
+    app.include_router(build_api_router())
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> dict[str, str]:
+        """Readiness: the database answers and is migrated."""
+        try:
+            with app.state.database.transaction(write=False) as session:
+                session.execute(text("SELECT seq FROM audit_head"))
+        except Exception as exc:
+            raise ServiceUnavailable(f"database not ready: {type(exc).__name__}") from exc
+        return {"status": "ready"}
+
+    return app

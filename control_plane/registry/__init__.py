@@ -1,0 +1,1 @@
+"""Model registry: datasets, runs, models, immutable versions, aliases and content-addressed artifacts."""

@@ -1,0 +1,244 @@
+"""Datasets, runs, models, versions and aliases. Every mutation is audited and linked in lineage."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from control_plane.audit import service as audit
+from control_plane.auth.roles import Scope
+from control_plane.auth.schemas import Principal
+from control_plane.db.base import utcnow
+from control_plane.errors import Conflict, Forbidden, NotFound
+from control_plane.lineage import service as lineage
+from control_plane.lineage.schemas import NodeKind
+from control_plane.registry.models import Dataset, ModelAlias, ModelVersion, RegisteredModel, TrainingRun
+from control_plane.registry.schemas import (
+    DEFAULT_PROTECTED_ALIASES,
+    DatasetCreate,
+    ModelCreate,
+    ModelUpdate,
+    RunCreate,
+    VersionCreate,
+)
+
+
+def create_dataset(*, session: Session, request: DatasetCreate, actor: str) -> Dataset:
+    """Register a dataset version; (name, version) is unique."""
+    duplicate = session.scalar(
+        select(Dataset.id).where(Dataset.name == request.name, Dataset.version == request.version)
+    )
+    if duplicate is not None:
+        raise Conflict(f"dataset {request.name!r} version {request.version!r} already exists", id=duplicate)
+    dataset = Dataset(
+        name=request.name, version=request.version, fingerprint=request.fingerprint,
+        description=request.description, schema_=request.schema_, baseline=request.baseline, created_by=actor,
+    )
+    session.add(dataset)
+    session.flush()
+    audit.record(session, actor=actor, action="dataset.create", resource=("dataset", dataset.id),
+                 data={"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint})
+    return dataset
+
+
+def get_dataset(*, session: Session, dataset_id: str) -> Dataset:
+    """Return a dataset or raise NotFound."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id!r} not found")
+    return dataset
+
+
+def list_datasets(*, session: Session, name: str | None = None, limit: int = 100) -> list[Dataset]:
+    """Return datasets, newest first."""
+    query = select(Dataset).order_by(Dataset.created_at.desc()).limit(limit)
+    return list(session.scalars(query.where(Dataset.name == name) if name else query))
+
+
+def create_run(*, session: Session, request: RunCreate, actor: str) -> TrainingRun:
+    """Record a training run, linked to its dataset."""
+    if request.dataset_id is not None:
+        get_dataset(session=session, dataset_id=request.dataset_id)
+    run = TrainingRun(name=request.name, dataset_id=request.dataset_id, params=request.params,
+                      metrics=request.metrics, code_commit=request.code_commit, created_by=actor)
+    session.add(run)
+    session.flush()
+    if run.dataset_id:
+        lineage.link(session, (NodeKind.DATASET, run.dataset_id), (NodeKind.RUN, run.id), "trained")
+    audit.record(session, actor=actor, action="run.create", resource=("run", run.id),
+                 data={"name": run.name, "dataset_id": run.dataset_id, "code_commit": run.code_commit})
+    return run
+
+
+def get_run(*, session: Session, run_id: str) -> TrainingRun:
+    """Return a run or raise NotFound."""
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run
+
+
+def create_model(*, session: Session, request: ModelCreate, actor: str) -> RegisteredModel:
+    """Register a model name."""
+    if session.scalar(select(RegisteredModel.id).where(RegisteredModel.name == request.name)) is not None:
+        raise Conflict(f"model {request.name!r} already exists")
+    model = RegisteredModel(name=request.name, description=request.description, tags=request.tags,
+                            created_by=actor)
+    session.add(model)
+    session.flush()
+    audit.record(session, actor=actor, action="model.create", resource=("model", model.id),
+                 data={"name": model.name})
+    return model
+
+
+def get_model(*, session: Session, name: str, lock: bool = False) -> RegisteredModel:
+    """Return a model by name or raise NotFound; ``lock`` serialises writers on this model."""
+    query = select(RegisteredModel).where(RegisteredModel.name == name)
+    model = session.scalar(query.with_for_update() if lock else query)
+    if model is None:
+        raise NotFound(f"model {name!r} not found")
+    return model
+
+
+def list_models(*, session: Session, limit: int = 100, offset: int = 0) -> list[RegisteredModel]:
+    """Return models by name."""
+    return list(session.scalars(select(RegisteredModel).order_by(RegisteredModel.name).limit(limit).offset(offset)))
+
+
+def latest_version_number(*, session: Session, model_id: str) -> int | None:
+    """Return the highest version number of a model, if any."""
+    return session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model_id))
+
+
+def update_model(*, session: Session, name: str, request: ModelUpdate, actor: str) -> RegisteredModel:
+    """Change a model's description or tags."""
+    model = get_model(session=session, name=name)
+    changes = request.model_dump(exclude_none=True)
+    for field, value in changes.items():
+        setattr(model, field, value)
+    session.flush()
+    audit.record(session, actor=actor, action="model.update", resource=("model", model.id), data=changes)
+    return model
+
+
+def create_version(*, session: Session, model_name: str, request: VersionCreate, actor: str) -> ModelVersion:
+    """Create the next (or an explicitly numbered) immutable version."""
+    model = get_model(session=session, name=model_name, lock=True)
+    latest = latest_version_number(session=session, model_id=model.id) or 0
+    number = request.version if request.version is not None else latest + 1
+    if session.scalar(
+        select(ModelVersion.id).where(ModelVersion.model_id == model.id, ModelVersion.version == number)
+    ) is not None:
+        raise Conflict(f"model {model_name!r} already has version {number}")
+    if request.run_id is not None:
+        get_run(session=session, run_id=request.run_id)
+    version = ModelVersion(model_id=model.id, version=number, run_id=request.run_id,
+                           description=request.description, tags=request.tags, metrics=request.metrics,
+                           created_by=actor)
+    session.add(version)
+    session.flush()
+    if version.run_id:
+        lineage.link(session, (NodeKind.RUN, version.run_id), (NodeKind.MODEL_VERSION, version.id), "produced")
+    audit.record(session, actor=actor, action="model_version.create", resource=("model_version", version.id),
+                 data={"model": model_name, "version": number, "run_id": version.run_id})
+    return version
+
+
+def get_version(*, session: Session, model_name: str, version: int) -> ModelVersion:
+    """Return one version of a model or raise NotFound."""
+    model = get_model(session=session, name=model_name)
+    found = session.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
+    )
+    if found is None:
+        raise NotFound(f"model {model_name!r} has no version {version}")
+    return found
+
+
+def get_version_by_id(*, session: Session, version_id: str) -> ModelVersion:
+    """Return a version by its id or raise NotFound."""
+    found = session.get(ModelVersion, version_id)
+    if found is None:
+        raise NotFound(f"model version {version_id!r} not found")
+    return found
+
+
+def list_versions(*, session: Session, model_name: str) -> list[ModelVersion]:
+    """Return every version of a model, oldest first."""
+    return list(get_model(session=session, name=model_name).versions)
+
+
+def resolve_alias(*, session: Session, model_name: str, alias: str) -> ModelVersion:
+    """Return the version an alias points at."""
+    model = get_model(session=session, name=model_name)
+    pointer = session.get(ModelAlias, (model.id, alias))
+    if pointer is None:
+        raise NotFound(f"model {model_name!r} has no alias {alias!r}")
+    return pointer.version
+
+
+def set_alias(
+    *, session: Session, model_name: str, alias: str, version: int, protected: bool | None, principal: Principal
+) -> ModelAlias:
+    """Point an alias at a version; protected aliases need the approve scope."""
+    model = get_model(session=session, name=model_name, lock=True)
+    target = get_version(session=session, model_name=model_name, version=version)
+    pointer = session.get(ModelAlias, (model.id, alias))
+    is_protected = alias in DEFAULT_PROTECTED_ALIASES or bool(pointer and pointer.protected) or bool(protected)
+    changes_protection = protected is not None and pointer is not None and protected != pointer.protected
+    if (is_protected or changes_protection) and Scope.APPROVE not in principal.scopes:
+        raise Forbidden(f"alias {alias!r} is protected: only an approver or admin may move it",
+                        required_scope=Scope.APPROVE.value)
+    previous = pointer.version.version if pointer else None
+    if pointer is None:
+        pointer = ModelAlias(model_id=model.id, alias=alias, version_id=target.id, protected=is_protected,
+                             updated_at=utcnow(), updated_by=principal.actor)
+        session.add(pointer)
+    else:
+        pointer.version_id = target.id
+        pointer.protected = protected if protected is not None else is_protected
+        pointer.updated_at = utcnow()
+        pointer.updated_by = principal.actor
+    session.flush()
+    session.refresh(pointer)
+    audit.record(session, actor=principal.actor, action="model_alias.set", resource=("model", model.id),
+                 data={"model": model_name, "alias": alias, "from_version": previous, "to_version": version,
+                       "protected": pointer.protected})
+    return pointer
+
+
+def delete_alias(*, session: Session, model_name: str, alias: str, principal: Principal) -> None:
+    """Remove an alias; protected ones need the approve scope."""
+    model = get_model(session=session, name=model_name, lock=True)
+    pointer = session.get(ModelAlias, (model.id, alias))
+    if pointer is None:
+        raise NotFound(f"model {model_name!r} has no alias {alias!r}")
+    if (pointer.protected or alias in DEFAULT_PROTECTED_ALIASES) and Scope.APPROVE not in principal.scopes:
+        raise Forbidden(f"alias {alias!r} is protected", required_scope=Scope.APPROVE.value)
+    audit.record(session, actor=principal.actor, action="model_alias.delete", resource=("model", model.id),
+                 data={"model": model_name, "alias": alias, "version": pointer.version.version})
+    session.delete(pointer)
+    session.flush()
+
+
+def _label_datasets(session: Session, ids: list[str]) -> dict[str, str]:
+    rows = session.execute(select(Dataset.id, Dataset.name, Dataset.version).where(Dataset.id.in_(ids)))
+    return {r.id: f"{r.name}@{r.version}" for r in rows}
+
+
+def _label_runs(session: Session, ids: list[str]) -> dict[str, str]:
+    return {r.id: r.name for r in session.execute(select(TrainingRun.id, TrainingRun.name)
+                                                  .where(TrainingRun.id.in_(ids)))}
+
+
+def _label_versions(session: Session, ids: list[str]) -> dict[str, str]:
+    rows = session.execute(
+        select(ModelVersion.id, RegisteredModel.name, ModelVersion.version)
+        .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id).where(ModelVersion.id.in_(ids))
+    )
+    return {r.id: f"{r.name} v{r.version}" for r in rows}
+
+
+lineage.register_labeler(NodeKind.DATASET, _label_datasets)
+lineage.register_labeler(NodeKind.RUN, _label_runs)
+lineage.register_labeler(NodeKind.MODEL_VERSION, _label_versions)

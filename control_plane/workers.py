@@ -1,0 +1,65 @@
+"""Background workers started and stopped with the app (checkpointer, MQTT bridge, monitors)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from control_plane.audit import service as audit
+from control_plane.db.session import Database
+from control_plane.signing import Signer
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """Something that runs for the app's lifetime."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class PeriodicWorker:
+    """Run a blocking function in a thread every ``interval`` seconds; errors are logged, never fatal."""
+
+    def __init__(self, name: str, interval: float, step: Callable[[], None]) -> None:
+        self.name = name
+        self.interval = interval
+        self._step = step
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.to_thread(self._step)
+            except Exception:
+                log.exception("worker %s step failed", self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # One last step on shutdown, so e.g. the final audit head is checkpointed.
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._step)
+
+
+def audit_checkpointer(database: Database, signer: Signer, interval: float) -> PeriodicWorker:
+    """Sign the audit head periodically so truncation and rewrites are detectable."""
+
+    def step() -> None:
+        with database.transaction() as session:
+            audit.create_checkpoint(session=session, signer=signer)
+
+    return PeriodicWorker("audit-checkpointer", interval, step)

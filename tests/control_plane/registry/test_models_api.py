@@ -1,0 +1,51 @@
+"""Registry API: models, versions, aliases and their error contract."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import TokenFactory
+
+
+def test_create_model_version_and_alias(client: TestClient, operator_headers: dict[str, str],
+                                        make_headers: TokenFactory) -> None:
+    created = client.post("/api/v1/models", json={"name": "m1", "description": "d"}, headers=operator_headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["latest_version"] is None
+    v1 = client.post("/api/v1/models/m1/versions", json={}, headers=operator_headers)
+    v2 = client.post("/api/v1/models/m1/versions", json={"metrics": {"acc": 0.9}}, headers=operator_headers)
+    assert (v1.json()["version"], v2.json()["version"]) == (1, 2)
+
+    staging = client.put("/api/v1/models/m1/aliases/staging", json={"version": 2}, headers=operator_headers)
+    assert staging.status_code == 200 and staging.json()["protected"] is False
+    resolved = client.get("/api/v1/models/m1/aliases/staging", headers=operator_headers)
+    assert resolved.json()["version"] == 2 and resolved.json()["aliases"] == ["staging"]
+
+    # production is protected: an operator is refused, an approver may move it.
+    refused = client.put("/api/v1/models/m1/aliases/production", json={"version": 1}, headers=operator_headers)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["details"]["required_scope"] == "approve"
+    approver = make_headers("approver")
+    moved = client.put("/api/v1/models/m1/aliases/production", json={"version": 1}, headers=approver)
+    assert moved.status_code == 200 and moved.json()["protected"] is True
+
+
+def test_error_contract(client: TestClient, operator_headers: dict[str, str], make_headers: TokenFactory) -> None:
+    missing = client.get("/api/v1/models/nope", headers=operator_headers)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+    invalid = client.post("/api/v1/models", json={"name": ""}, headers=operator_headers)
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["details"]["errors"][0]["field"] == "body.name"
+
+    client.post("/api/v1/models", json={"name": "m2"}, headers=operator_headers)
+    assert client.post("/api/v1/models", json={"name": "m2"}, headers=operator_headers).status_code == 409
+    client.post("/api/v1/models/m2/versions", json={"version": 5}, headers=operator_headers)
+    duplicate = client.post("/api/v1/models/m2/versions", json={"version": 5}, headers=operator_headers)
+    assert duplicate.status_code == 409
+
+    viewer = make_headers("viewer")
+    assert client.post("/api/v1/models", json={"name": "m3"}, headers=viewer).status_code == 403
+    assert client.get("/api/v1/models", headers=viewer).status_code == 200
+    assert client.get("/api/v1/models").status_code == 401
+    assert client.get("/api/v1/models", headers={"Authorization": "Bearer elp_x_y"}).status_code == 401
