@@ -1,0 +1,1 @@
+"""Fleet: devices, deployments, waved rollouts, signed manifests and the MQTT bridge."""

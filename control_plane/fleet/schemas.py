@@ -1,0 +1,230 @@
+"""Fleet request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DeviceId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+GroupName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Labels = dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=200)]]
+
+
+class RolloutState(StrEnum):
+    """Rollout lifecycle: pending → in_progress ⇄ paused → succeeded | aborted | failed | rolled_back."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    ABORTED = "aborted"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+TERMINAL_ROLLOUT_STATES = frozenset({RolloutState.SUCCEEDED, RolloutState.ABORTED, RolloutState.FAILED,
+                                     RolloutState.ROLLED_BACK})
+
+
+class TargetState(StrEnum):
+    """Per-device progress inside a rollout; device states come from docs/protocol.md."""
+
+    PENDING = "pending"
+    ISSUED = "issued"
+    RECEIVED = "received"
+    DOWNLOADING = "downloading"
+    VERIFIED = "verified"
+    ACTIVATED = "activated"
+    FAILED = "failed"
+    REVERTED = "reverted"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+SUCCESS_STATES = frozenset({TargetState.ACTIVATED})
+FAILURE_STATES = frozenset({TargetState.FAILED, TargetState.REVERTED, TargetState.REJECTED, TargetState.TIMED_OUT})
+FINISHED_STATES = SUCCESS_STATES | FAILURE_STATES | {TargetState.CANCELLED}
+IN_FLIGHT_STATES = frozenset({TargetState.ISSUED, TargetState.RECEIVED, TargetState.DOWNLOADING,
+                              TargetState.VERIFIED})
+DEVICE_STATES = frozenset({"received", "downloading", "verified", "activated", "failed", "reverted", "rejected"})
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceCreate(StrictModel):
+    id: DeviceId
+    name: str = ""
+    group: GroupName | None = None
+    labels: Labels = Field(default_factory=dict)
+
+
+class DeviceUpdate(StrictModel):
+    name: str | None = None
+    group: GroupName | None = None
+    labels: Labels | None = None
+
+
+class DeviceRead(BaseModel):
+    id: str
+    name: str
+    group: str | None
+    labels: dict[str, str]
+    sequence: int
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+    online: bool
+    last_seen: datetime | None
+    created_at: datetime
+
+
+class DeviceProvisioned(DeviceRead):
+    """A new device with the secrets and endpoints it needs; the token is shown once."""
+
+    token: str
+    trusted_public_key: str
+    key_id: str
+    broker_url: str | None
+    control_plane_url: str
+    topic_prefix: str
+    edge_config: dict[str, Any]
+
+
+class Selector(StrictModel):
+    """Which devices a deployment targets; the given criteria are ANDed, at least one is required."""
+
+    device_ids: list[DeviceId] | None = None
+    group: GroupName | None = None
+    labels: Labels | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Selector:
+        if self.device_ids is None and self.group is None and not self.labels:
+            raise ValueError("give device_ids, group or labels")
+        return self
+
+
+class StrategyKind(StrEnum):
+    ALL_AT_ONCE = "all_at_once"
+    WAVES = "waves"
+    EXPONENTIAL = "exponential"
+
+
+class Strategy(StrictModel):
+    """How to roll out: in one go, in percent waves, or exponentially growing waves, with health gates."""
+
+    kind: StrategyKind = StrategyKind.ALL_AT_ONCE
+    waves: list[Annotated[float, Field(gt=0, le=100)]] | None = None
+    base_count: Annotated[int, Field(ge=1)] = 1
+    increment_factor: Annotated[float, Field(gt=1, le=100)] = 2.0
+    failure_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1
+    min_finished: Annotated[int, Field(ge=1)] = 1
+    wave_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="after")
+    def _waves_given(self) -> Strategy:
+        if self.kind == StrategyKind.WAVES:
+            if not self.waves:
+                raise ValueError("waves strategy needs a percent list such as [1, 10, 50, 100]")
+            if any(b <= a for a, b in zip(self.waves, self.waves[1:], strict=False)) or self.waves[-1] != 100:
+                raise ValueError("waves must increase strictly and end at 100")
+        return self
+
+
+class DeploymentCreate(StrictModel):
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    version: Annotated[int | None, Field(ge=1)] = None
+    alias: Annotated[str | None, Field(min_length=1, max_length=100)] = None
+    quantization: str | None = None
+    selector: Selector
+    strategy: Strategy = Field(default_factory=Strategy)
+    max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+
+    @model_validator(mode="after")
+    def _one_version(self) -> DeploymentCreate:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("give exactly one of version or alias")
+        return self
+
+
+class RolloutProgress(BaseModel):
+    total: int
+    by_state: dict[str, int]
+    issued: int
+    succeeded: int
+    failed: int
+    finished: int
+
+
+class RolloutRead(BaseModel):
+    id: str
+    deployment_id: str
+    kind: str
+    rollback_of: str | None
+    state: RolloutState
+    model: dict[str, Any]
+    artifact_sha256: str
+    wave_plan: list[int]
+    current_wave: int
+    failure_threshold: float
+    min_finished: int
+    wave_timeout_s: float
+    reason: str | None
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    progress: RolloutProgress
+
+
+class RolloutTargetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    device_id: str
+    wave: int
+    state: str
+    sequence: int | None
+    reason: str | None
+    issued_at: datetime | None
+    finished_at: datetime | None
+
+
+class RolloutAction(StrictModel):
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class RollbackRequest(RolloutAction):
+    strategy: Strategy = Field(default_factory=Strategy)
+
+
+class DeviceEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    event_id: str | None
+    device_id: str | None
+    kind: str
+    state: str | None
+    rollout_id: str | None
+    sequence: int | None
+    accepted: bool
+    reason: str | None
+    received_at: datetime
+
+
+class SigningKeyRead(BaseModel):
+    key_id: str
+    public_key: str
+    algorithm: str = "ed25519"
+
+
+class ManifestEnvelope(BaseModel):
+    payload: str
+    signature: str
+    key_id: str

@@ -1,0 +1,144 @@
+"""A paho-mqtt 2 client that reconnects with backoff, resubscribes, and uses shared subscriptions when offered."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from control_plane.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[mqtt.MQTTMessage], None]
+Protocol = Literal["5", "3.1.1"]
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Host, port and optional credentials parsed from ``mqtt://user:pass@host:port``."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """Parse an mqtt:// URL."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+            raise ValueError(f"expected mqtt://host:port, got {url!r}")
+        return cls(parsed.hostname, parsed.port or 1883, parsed.username, parsed.password)
+
+
+@dataclass
+class _Subscription:
+    topic_filter: str
+    handler: Handler
+    qos: int
+    shared: bool
+
+
+class MqttConnection:
+    """One broker connection; handlers run on paho's network thread, so they must be quick."""
+
+    def __init__(self, url: str, client_id: str, *, protocol: Protocol = "5", shared_group: str = "edgeloop-cp",
+                 keepalive: int = 30) -> None:
+        self.address = BrokerAddress.parse(url)
+        self.protocol = protocol
+        self.shared_group = shared_group
+        self.keepalive = keepalive
+        self.connected = threading.Event()
+        self.shared_available = False
+        self.connect_count = 0
+        self._subscriptions: list[_Subscription] = []
+        self._lock = threading.Lock()
+        version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {} if protocol == "5" else {"clean_session": True}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kwargs)
+        if self.address.username:
+            self.client.username_pw_set(self.address.username, self.address.password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Bound paho's own queue: past it, publish() fails loudly instead of eating memory during an outage.
+        self.client.max_queued_messages_set(10_000)
+        self.client.max_inflight_messages_set(100)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+
+    def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1, shared: bool = True) -> None:
+        """Register a handler; it is (re)subscribed on every connect, shared across replicas if possible."""
+        subscription = _Subscription(topic_filter, handler, qos, shared)
+        with self._lock:
+            self._subscriptions.append(subscription)
+        self.client.message_callback_add(topic_filter, lambda _c, _u, message: self._dispatch(subscription, message))
+        if self.connected.is_set():
+            self._subscribe_one(subscription)
+
+    def _dispatch(self, subscription: _Subscription, message: mqtt.MQTTMessage) -> None:
+        try:
+            subscription.handler(message)
+        except Exception:  # one bad message must never kill the network thread
+            log.exception("handler for %s failed on %s", subscription.topic_filter, message.topic)
+
+    def _subscribe_one(self, subscription: _Subscription) -> None:
+        topic = subscription.topic_filter
+        if subscription.shared and self.shared_available:
+            topic = f"$share/{self.shared_group}/{topic}"
+        self.client.subscribe(topic, qos=subscription.qos)
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused connection: %s", reason_code)
+            return
+        # MQTT 5 brokers advertise shared-subscription support in CONNACK; absent means available.
+        advertised = getattr(properties, "SharedSubscriptionAvailable", 1) if properties is not None else 1
+        self.shared_available = self.protocol == "5" and bool(advertised)
+        self.connect_count += 1
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            self._subscribe_one(subscription)
+        self.connected.set()
+        log.info("connected to %s:%s (MQTT %s, shared=%s)", self.address.host, self.address.port, self.protocol,
+                 self.shared_available)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode,
+                       _properties: Properties | None) -> None:
+        self.connected.clear()
+        if reason_code.value == 0:  # our own disconnect() during shutdown
+            log.info("disconnected from broker")
+        else:
+            log.warning("disconnected from broker: %s (paho reconnects with backoff)", reason_code)
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Connect in the background; with a timeout, wait for the first CONNACK or raise ServiceUnavailable."""
+        self.client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive)
+        self.client.loop_start()
+        if timeout is not None and not self.connected.wait(timeout):
+            raise ServiceUnavailable(f"MQTT broker {self.address.host}:{self.address.port} not reachable")
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
+                timeout: float = 10.0) -> None:
+        """Publish and, for QoS > 0, wait for the broker's acknowledgement."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            raise ServiceUnavailable(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        if qos > 0:
+            info.wait_for_publish(timeout)
+            if not info.is_published():
+                raise ServiceUnavailable(f"broker did not acknowledge {topic} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """Disconnect cleanly and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()

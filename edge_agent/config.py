@@ -1,0 +1,103 @@
+"""Edge agent configuration: a TOML file overridden by EDGELOOP_EDGE_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ENV_PREFIX = "EDGELOOP_EDGE_"
+DEFAULT_MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything one device needs to run; immutable once loaded."""
+
+    device_id: str
+    device_token: str
+    broker_url: str
+    control_plane_url: str
+    state_dir: Path
+    trusted_public_key: str
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    predict_port: int | None = None
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    download_attempts: int = 6
+    download_backoff_s: float = 0.2
+    download_timeout_s: float = 10.0
+    telemetry_queue_windows: int = 10_000
+    telemetry_window_s: float = 60.0
+
+    @property
+    def broker_host(self) -> str:
+        """Return the broker host parsed from broker_url."""
+        return urlparse(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def broker_port(self) -> int:
+        """Return the broker port parsed from broker_url (1883 if absent)."""
+        return urlparse(self.broker_url).port or 1883
+
+
+_REQUIRED = (
+    "device_id", "device_token", "broker_url", "control_plane_url", "state_dir", "trusted_public_key",
+)
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any) -> Any:
+    """Convert a TOML/env value to the field's declared type."""
+    kind = str(field.type)
+    if raw is None:
+        return None
+    if "Path" in kind:
+        return Path(str(raw)).expanduser()
+    if kind.startswith("int"):
+        return None if raw == "" else int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    return str(raw)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Load config from a TOML file (optional) and apply EDGELOOP_EDGE_<FIELD> overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+        values.update(data.get("edge", data))
+    fields = {f.name: f for f in dataclasses.fields(EdgeConfig)}
+    for name in fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+    missing = [name for name in _REQUIRED if not values.get(name)]
+    if missing:
+        raise ConfigError(f"missing config: {missing} (set them in the TOML file or {ENV_PREFIX}<NAME>)")
+    try:
+        kwargs = {name: _coerce(fields[name], raw) for name, raw in values.items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid config value: {exc}") from exc
+    config = EdgeConfig(**kwargs)
+    if urlparse(config.broker_url).scheme not in ("mqtt", "tcp"):
+        raise ConfigError("broker_url must look like mqtt://host:port")
+    if config.max_artifact_bytes <= 0:
+        raise ConfigError("max_artifact_bytes must be positive")
+    if config.telemetry_queue_windows <= 0 or config.telemetry_window_s <= 0:
+        raise ConfigError("telemetry_queue_windows and telemetry_window_s must be positive")
+    return config

@@ -1,0 +1,207 @@
+"""Signed manifest envelope: verify the ed25519 signature, then parse and validate the payload."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+MANIFEST_SCHEMA = "edgeloop.manifest/v1"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestRejected(Exception):
+    """The manifest must not be applied; reason is a protocol reason code."""
+
+    def __init__(self, reason: str, detail: str = "", manifest: Manifest | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.manifest = manifest
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    """Inputs and expected outputs the device checks before activating a model."""
+
+    inputs: list[list[float]]
+    expected_labels: list[Any]
+    expected_scores: list[list[float]] | None
+    tolerance: float
+    max_latency_ms: float
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A signature-verified, schema-checked manifest payload."""
+
+    device_id: str
+    sequence: int
+    rollout_id: str | None
+    issued_at: float
+    expires_at: float
+    model: dict[str, Any]
+    sha256: str
+    size: int
+    url: str
+    quantization: str | None
+    input_schema: dict[str, Any]
+    self_test: SelfTest
+    baseline: Any
+    telemetry: dict[str, Any]
+    payload_sha256: str
+    raw: dict[str, Any] = field(repr=False)
+
+
+def public_key_id(key: Ed25519PublicKey) -> str:
+    """Return the protocol key_id: the first 16 hex chars of sha256(raw public key)."""
+    from cryptography.hazmat.primitives import serialization  # lazy: ~2 MB RSS a device rarely needs
+
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(spec: str) -> Ed25519PublicKey:
+    """Load an ed25519 public key from a file (raw 32 bytes, PEM, or base64 text) or a base64 string."""
+    path = Path(spec).expanduser()
+    data = path.read_bytes() if len(spec) < 4096 and path.is_file() else spec.encode()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization  # lazy: PEM keys only
+
+        key = serialization.load_pem_public_key(data)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("trusted_public_key is not an ed25519 key")
+        return key
+    if len(data) != 32:
+        try:
+            data = base64.b64decode(data.strip(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("trusted_public_key is neither a key file nor base64 raw bytes") from exc
+    if len(data) != 32:
+        raise ValueError("an ed25519 raw public key is 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(data)
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ManifestRejected("malformed", f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ManifestRejected("malformed", f"{what} is not valid base64") from exc
+
+
+def open_envelope(message: bytes, key: Ed25519PublicKey) -> bytes:
+    """Check the envelope shape and signature and return the signed payload bytes."""
+    try:
+        envelope = json.loads(message)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManifestRejected("malformed", "envelope is not JSON") from exc
+    if not isinstance(envelope, dict):
+        raise ManifestRejected("malformed", "envelope is not an object")
+    if "payload" not in envelope:
+        if "schema" in envelope or "artifact" in envelope:
+            raise ManifestRejected("unsigned", "a bare manifest without an envelope")
+        raise ManifestRejected("malformed", "envelope has no payload")
+    if not envelope.get("signature"):
+        raise ManifestRejected("unsigned", "envelope has no signature")
+    payload = _b64(envelope["payload"], "payload")
+    signature = _b64(envelope["signature"], "signature")
+    try:
+        key.verify(signature, payload)
+    except InvalidSignature as exc:
+        raise ManifestRejected("bad_signature", f"key_id={envelope.get('key_id')!r}") from exc
+    return payload
+
+
+def _require(cond: bool, detail: str) -> None:
+    if not cond:
+        raise ManifestRejected("malformed", detail)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parse_self_test(raw: Any) -> SelfTest:
+    _require(isinstance(raw, dict), "self_test is not an object")
+    inputs, labels = raw.get("inputs"), raw.get("expected_labels")
+    _require(isinstance(inputs, list) and len(inputs) > 0, "self_test.inputs is empty")
+    _require(all(isinstance(r, list) and r and all(_is_num(v) for v in r) for r in inputs),
+             "self_test.inputs must be rows of numbers")
+    _require(isinstance(labels, list) and len(labels) == len(inputs), "expected_labels length")
+    scores = raw.get("expected_scores")
+    if scores is not None:
+        _require(isinstance(scores, list) and len(scores) == len(inputs), "expected_scores length")
+        _require(all(isinstance(r, list) and all(_is_num(v) for v in r) for r in scores),
+                 "expected_scores must be rows of numbers")
+    tolerance = raw.get("tolerance", 1e-3)
+    max_latency = raw.get("max_latency_ms", 1000.0)
+    _require(_is_num(tolerance) and tolerance >= 0, "tolerance")
+    _require(_is_num(max_latency) and max_latency > 0, "max_latency_ms")
+    return SelfTest(inputs, labels, scores, float(tolerance), float(max_latency))
+
+
+def parse_payload(payload: bytes) -> Manifest:
+    """Parse signed payload bytes into a Manifest, rejecting anything off-schema as malformed."""
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManifestRejected("malformed", "payload is not JSON") from exc
+    _require(isinstance(raw, dict), "payload is not an object")
+    _require(raw.get("schema") == MANIFEST_SCHEMA, f"schema must be {MANIFEST_SCHEMA}")
+    art, model = raw.get("artifact"), raw.get("model")
+    _require(isinstance(raw.get("device_id"), str), "device_id")
+    _require(_is_int(raw.get("sequence")) and raw["sequence"] >= 0, "sequence")
+    _require(_is_num(raw.get("issued_at")) and _is_num(raw.get("expires_at")), "issued_at/expires_at")
+    _require(isinstance(model, dict) and isinstance(model.get("name"), str), "model")
+    _require(isinstance(art, dict), "artifact")
+    assert isinstance(art, dict) and isinstance(model, dict)
+    _require(isinstance(art.get("sha256"), str) and bool(_SHA256_RE.match(art["sha256"])), "artifact.sha256")
+    _require(_is_int(art.get("size")) and art["size"] > 0, "artifact.size")
+    url = art.get("url")
+    # Absolute http(s) URLs per the protocol; a path ("/api/v1/...") is resolved against control_plane_url.
+    _require(isinstance(url, str) and url.startswith(("http://", "https://", "/")), "artifact.url")
+    _require(art.get("format", "onnx") == "onnx", "artifact.format must be onnx")
+    rollout = raw.get("rollout_id")
+    _require(rollout is None or isinstance(rollout, str), "rollout_id")
+    input_schema = raw.get("input_schema") or {}
+    _require(isinstance(input_schema, dict), "input_schema")
+    telemetry = raw.get("telemetry") or {}
+    _require(isinstance(telemetry, dict), "telemetry")
+    return Manifest(
+        device_id=raw["device_id"], sequence=raw["sequence"], rollout_id=rollout,
+        issued_at=float(raw["issued_at"]), expires_at=float(raw["expires_at"]), model=dict(model),
+        sha256=art["sha256"], size=art["size"], url=art["url"], quantization=art.get("quantization"),
+        input_schema=input_schema, self_test=_parse_self_test(raw.get("self_test")),
+        baseline=raw.get("baseline"), telemetry=telemetry,
+        payload_sha256=hashlib.sha256(payload).hexdigest(), raw=raw,
+    )
+
+
+def check_policy(
+    manifest: Manifest, *, device_id: str, last_sequence: int | None, max_bytes: int, now: float | None = None
+) -> None:
+    """Apply the device-side acceptance rules to a verified manifest (raise ManifestRejected)."""
+    if manifest.device_id != device_id:
+        raise ManifestRejected("wrong_device", f"for {manifest.device_id!r}", manifest)
+    if last_sequence is not None and manifest.sequence <= last_sequence:
+        raise ManifestRejected("replayed_sequence", f"{manifest.sequence} <= {last_sequence}", manifest)
+    now = time.time() if now is None else now
+    if manifest.expires_at <= now:
+        raise ManifestRejected("expired", f"expired at {manifest.expires_at}", manifest)
+    if manifest.size > max_bytes:
+        raise ManifestRejected("size_exceeded", f"declared {manifest.size} > cap {max_bytes}", manifest)
