@@ -1,0 +1,1 @@
+"""Alerts raised by monitors: deduplicated by fingerprint, acknowledged and resolved by people or monitors."""

@@ -1,0 +1,1 @@
+"""Telemetry ingest: validated, deduplicated, batched storage of device windows."""
