@@ -1,0 +1,1 @@
+"""Evaluation service: versioned eval datasets, scored eval runs and run comparison."""
