@@ -1,0 +1,33 @@
+"""Shared CLI plumbing: settings, database, console."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from sqlalchemy.orm import Session
+
+from control_plane.db.session import Database
+from control_plane.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+CLI_ACTOR = "admin:cli"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment (EDGELOOP_*)."""
+    return Settings()
+
+
+@contextmanager
+def db_session(settings: Settings | None = None, *, write: bool = True) -> Iterator[Session]:
+    """Yield a committed-on-success session against the configured database."""
+    database = Database((settings or load_settings()).resolved_database_url)
+    try:
+        with database.transaction(write=write) as session:
+            yield session
+    finally:
+        database.dispose()

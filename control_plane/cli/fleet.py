@@ -1,0 +1,247 @@
+"""`edgeloop fleet` commands: devices, provisioning, deployments and rollouts, broker ACL, fleet simulator.
+
+Like the other CLI groups these act on the database directly; the running server's MQTT bridge publishes
+the manifests they issue (it polls for unpublished ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from control_plane.cli.context import CLI_ACTOR, console, db_session, load_settings
+from control_plane.errors import NotFound
+from control_plane.fleet import rollouts, service
+from control_plane.fleet.acl import mosquitto_acl
+from control_plane.fleet.manifests import ManifestFactory
+from control_plane.fleet.schemas import DeploymentCreate, DeviceCreate, Selector, Strategy, StrategyKind
+
+fleet_app = typer.Typer(help="Edge fleet: devices, rollouts, broker ACL, simulator.", no_args_is_help=True)
+LabelOption = Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")]
+ReasonOption = Annotated[str, typer.Option(help="Recorded in the audit log.")]
+
+
+def _labels(items: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        labels[key] = value
+    return labels
+
+
+def _factory() -> ManifestFactory:
+    return ManifestFactory.from_settings(load_settings())
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _toml(config: dict[str, Any], state_dir: str) -> str:
+    lines = ["[edge]"] + [f"{k} = {json.dumps(v)}" for k, v in {**config, "state_dir": state_dir}.items()
+                          if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _print_rollout(read: Any) -> None:
+    progress = read.progress
+    console.print(f"{read.id} [{read.state.value}] {read.kind} {read.model['name']} v{read.model['version']} "
+                  f"waves {read.wave_plan} (current {read.current_wave}) activated {progress.succeeded}/"
+                  f"{progress.total} failed {progress.failed}" + (f" — {read.reason}" if read.reason else ""),
+                  highlight=False, markup=False)
+
+
+@fleet_app.command("devices")
+def devices(group: Annotated[str | None, typer.Option()] = None, label: LabelOption = None) -> None:
+    """List devices with desired and reported state."""
+    table = Table("device", "group", "labels", "online", "seq", "reported model", "state", "last seen")
+    with db_session(write=False) as session:
+        for device in service.list_devices(session=session, group=group, labels=_labels(label) or None):
+            model = device.reported_model or {}
+            shown = f"{model.get('name', '')} v{model.get('version', '')}" if model else ""
+            table.add_row(device.id, device.group_name or "", json.dumps(device.labels),
+                          "yes" if device.online else "no", str(device.sequence), shown,
+                          f"{device.reported_state or ''} {device.reported_reason or ''}".strip(),
+                          f"{device.last_seen:%Y-%m-%d %H:%M:%S}" if device.last_seen else "")
+    console.print(table)
+
+
+@fleet_app.command("provision")
+def provision(
+    device_id: str, group: Annotated[str | None, typer.Option()] = None, label: LabelOption = None,
+    config_out: Annotated[Path | None, typer.Option(help="Write the agent's TOML config here (0600).")] = None,
+    state_dir: Annotated[str, typer.Option(help="state_dir to put in the written config.")] = "/var/lib/edgeloop",
+) -> None:
+    """Provision a device and print (or write) everything its agent needs, token included."""
+    factory = _factory()
+    with db_session() as session:
+        device, token = service.provision_device(
+            session=session, actor=CLI_ACTOR, request=DeviceCreate(id=device_id, group=group, labels=_labels(label)))
+        provisioned = service.provisioned(device, token, factory)
+    if config_out is not None:
+        _write_private(config_out, _toml(provisioned.edge_config, state_dir))
+        console.print(f"provisioned {device_id}; agent config written to {config_out}")
+    else:
+        console.print_json(provisioned.model_dump_json())
+
+
+@fleet_app.command("deploy")
+def deploy(
+    model: str,
+    version: Annotated[int | None, typer.Option()] = None,
+    alias: Annotated[str | None, typer.Option()] = None,
+    group: Annotated[str | None, typer.Option()] = None,
+    device: Annotated[list[str] | None, typer.Option("--device", help="Device id, repeatable.")] = None,
+    label: LabelOption = None,
+    waves: Annotated[str | None, typer.Option(help="Percent waves, e.g. 1,10,50,100.")] = None,
+    exponential: Annotated[str | None, typer.Option(help="BASE:FACTOR, e.g. 1:2.")] = None,
+    failure_threshold: float = 0.1,
+    min_finished: int = 1,
+    wave_timeout: float = 600.0,
+    quantization: Annotated[str | None, typer.Option(help="Default: int8 if the version has one.")] = None,
+) -> None:
+    """Deploy a model version to the selected devices as a (waved) rollout."""
+    strategy: dict[str, Any] = {"failure_threshold": failure_threshold, "min_finished": min_finished,
+                                "wave_timeout_s": wave_timeout}
+    if waves:
+        strategy.update(kind=StrategyKind.WAVES, waves=[float(w) for w in waves.split(",")])
+    elif exponential:
+        base, _, factor = exponential.partition(":")
+        strategy.update(kind=StrategyKind.EXPONENTIAL, base_count=int(base), increment_factor=float(factor or 2))
+    request = DeploymentCreate(
+        model=model, version=version, alias=alias, quantization=quantization, strategy=Strategy(**strategy),
+        selector=Selector(device_ids=device or None, group=group, labels=_labels(label) or None))
+    factory = _factory()
+    with db_session() as session:
+        rollout = service.create_deployment(session=session, factory=factory, request=request, actor=CLI_ACTOR)
+        _print_rollout(service.rollout_read(session, rollout))
+
+
+@fleet_app.command("rollouts")
+def list_rollouts(
+    rollout_id: Annotated[str | None, typer.Argument(help="Show one rollout's devices.")] = None,
+    state: Annotated[str | None, typer.Option()] = None, limit: int = 20,
+) -> None:
+    """List rollouts, or show one rollout's devices wave by wave."""
+    with db_session(write=False) as session:
+        if rollout_id is None:
+            for rollout in service.list_rollouts(session=session, state=state, limit=limit):
+                _print_rollout(service.rollout_read(session, rollout))
+            return
+        _print_rollout(service.rollout_read(session, service.get_rollout(session=session, rollout_id=rollout_id)))
+        table = Table("wave", "device", "state", "sequence", "reason")
+        for target in service.list_targets(session=session, rollout_id=rollout_id):
+            table.add_row(str(target.wave), target.device_id, target.state, str(target.sequence or ""),
+                          target.reason or "")
+    console.print(table)
+
+
+@fleet_app.command("pause")
+def pause(rollout_id: str, reason: ReasonOption = "") -> None:
+    """Stop opening new waves."""
+    with db_session() as session:
+        _print_rollout(service.rollout_read(session, rollouts.pause(session, rollout_id, CLI_ACTOR, reason)))
+
+
+@fleet_app.command("resume")
+def resume(rollout_id: str, reason: ReasonOption = "") -> None:
+    """Continue a paused rollout."""
+    factory = _factory()
+    with db_session() as session:
+        _print_rollout(service.rollout_read(session, rollouts.resume(session, factory, rollout_id, CLI_ACTOR,
+                                                                     reason)))
+
+
+@fleet_app.command("abort")
+def abort(rollout_id: str, reason: ReasonOption = "") -> None:
+    """Stop a rollout for good."""
+    with db_session() as session:
+        _print_rollout(service.rollout_read(session, rollouts.abort(session, rollout_id, CLI_ACTOR, reason)))
+
+
+@fleet_app.command("rollback")
+def rollback(rollout_id: str, reason: ReasonOption = "",
+             waves: Annotated[str | None, typer.Option(help="Percent waves; default all at once.")] = None) -> None:
+    """Return the devices a rollout reached to their previous model (new, higher-sequence manifests)."""
+    strategy = Strategy(kind=StrategyKind.WAVES, waves=[float(w) for w in waves.split(",")]) if waves else Strategy()
+    factory = _factory()
+    with db_session() as session:
+        _print_rollout(service.rollout_read(session, rollouts.rollback(session, factory, rollout_id, strategy,
+                                                                       CLI_ACTOR, reason)))
+
+
+@fleet_app.command("acl")
+def acl(output: Annotated[Path | None, typer.Option("--output", "-o")] = None) -> None:
+    """Write a mosquitto ACL file that confines each device to its own topics."""
+    with db_session(write=False) as session:
+        text = mosquitto_acl(d.id for d in service.list_devices(session=session, limit=10_000_000))
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text)
+        console.print(f"ACL written to {output}")
+
+
+def provision_fleet(*, count: int, prefix: str, group: str, factory: ManifestFactory) -> dict[str, str]:
+    """Provision (or re-token) ``count`` simulated devices and return {device_id: token}."""
+    tokens: dict[str, str] = {}
+    with db_session(factory.settings) as session:
+        for index in range(count):
+            device_id = f"{prefix}{index:05d}"
+            try:
+                service.get_device(session=session, device_id=device_id)
+                _, tokens[device_id] = service.rotate_token(session=session, device_id=device_id, actor=CLI_ACTOR)
+            except NotFound:
+                _, tokens[device_id] = service.provision_device(
+                    session=session, actor=CLI_ACTOR, request=DeviceCreate(id=device_id, group=group))
+    return tokens
+
+
+@fleet_app.command("simulate")
+def simulate(
+    devices_count: Annotated[int, typer.Option("--devices", help="How many devices to simulate.")] = 10,
+    prefix: str = "sim-", group: str = "sim", duration: float = 60.0, workers: int = 4,
+    state_root: Annotated[Path, typer.Option()] = Path(".edgeloop/sim"),
+) -> None:
+    """Provision N devices and run them with the edge agent's simulator (one process, real MQTT and HTTP)."""
+    from dataclasses import replace
+
+    from edge_agent.config import EdgeConfig
+    from edge_agent.simulator import Fleet
+
+    factory = _factory()
+    settings = factory.settings
+    broker = settings.mqtt_public_url or settings.mqtt_url
+    if not broker:
+        raise typer.BadParameter("set EDGELOOP_MQTT_URL (or EDGELOOP_MQTT_PUBLIC_URL)")
+    tokens = provision_fleet(count=devices_count, prefix=prefix, group=group, factory=factory)
+    template = EdgeConfig(device_id="template", device_token="", broker_url=broker,
+                          control_plane_url=settings.base_url, state_dir=state_root,
+                          trusted_public_key=factory.signer.public_b64)
+    configs = [replace(template, device_id=d, device_token=t, state_dir=state_root / d) for d, t in tokens.items()]
+    fleet = Fleet(configs, shared_root=state_root / "_shared", workers=workers)
+    fleet.start()
+    console.print(f"simulating {devices_count} devices in group {group!r} for {duration:.0f}s; "
+                  f"deploy with: edgeloop fleet deploy MODEL --version N --group {group}")
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline and not stop.wait(5):
+            console.print(json.dumps(fleet.snapshot()), highlight=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        report = fleet.snapshot()
+        fleet.stop()
+    console.print_json(json.dumps(report))
