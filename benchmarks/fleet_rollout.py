@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,39 +42,6 @@ NAME = "fleet_rollout"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 TARGET_S = 30.0
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    """Wait until something listens on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a tuned private mosquitto (the settings from /work/shared/README.md)."""
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o777)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-                    "max_inflight_messages 100\nset_tcp_nodelay true\nmax_packet_size 524288\nmax_connections -1\n"
-                    f"log_dest file {workdir}/mosquitto.log\n")
-    process = subprocess.Popen([MOSQUITTO, "-c", str(conf)])
-    wait_port(port)
-    return process, port
 
 
 def _recorder(received: dict[int, float], index: int) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
@@ -191,6 +157,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=64, help="simulator OTA threads (fsync-bound: more overlap)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (database, logs) for inspection")
     args = parser.parse_args()
+    from control_plane.mqtt.broker import PrivateMosquitto, free_port, wait_for_port
     from edge_agent.config import EdgeConfig
     from edge_agent.fleet_loop import raise_fd_limit
     from edge_agent.simulator import Fleet
@@ -199,7 +166,9 @@ def main() -> int:
     load_start = list(os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-fleet-"))
     os.chmod(work, 0o755)  # mosquitto, started as root, drops to its own user and must reach its log dir
-    broker, broker_port = start_broker(work / "mosquitto")
+    # The same tuned private mosquitto the demo and tests use; no persistence, unlimited connections.
+    broker = PrivateMosquitto(work / "mosquitto", persistence=False, extra_config="max_connections -1").start()
+    broker_port = broker.port
     server: subprocess.Popen[bytes] | None = None
     fleet: Fleet | None = None
     try:
@@ -211,7 +180,8 @@ def main() -> int:
                "EDGELOOP_MQTT_URL": mqtt_url, "EDGELOOP_FLEET_STEP_SECONDS": "0.5"}
         server = subprocess.Popen([sys.executable, "-m", "control_plane.cli.main", "serve"], env=env,
                                   stdout=open(work / "cp.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        wait_port(cp_port, 60)
+        if not wait_for_port(cp_port, 60):
+            raise RuntimeError(f"the control plane did not start; see {work / 'cp.log'}")
         template = EdgeConfig(device_id="t", device_token="", broker_url=mqtt_url,
                               control_plane_url=f"http://127.0.0.1:{cp_port}", state_dir=work / "devices",
                               trusted_public_key=prepared["public_key"])
@@ -253,8 +223,7 @@ def main() -> int:
         if server is not None:
             server.terminate()
             server.wait(20)
-        broker.terminate()
-        broker.wait(10)
+        broker.stop()
     ratio = rollout_s / fanout_s
     passed = state == "succeeded" and rollout_s <= TARGET_S
     load_end = list(os.getloadavg())
