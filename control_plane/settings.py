@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     fleet_self_test_rows: int = Field(default=8, ge=1, le=256)
     fleet_self_test_max_latency_ms: float = Field(default=250.0, gt=0)
     chroma_url: str | None = None
+    retention_telemetry_days: float = Field(default=30.0, ge=0, description=(
+        "Telemetry windows and labels older than this are purged (0: keep forever). Must exceed the ingest's"
+        " max window age, so duplicate detection still sees the first copy."))
+    retention_quarantine_days: float = Field(default=14.0, ge=0, description="Quarantined messages (0: keep).")
+    retention_device_events_days: float = Field(default=90.0, ge=0, description="Device status/presence (0: keep).")
+    retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the purge runs.")
+    retention_batch_size: int = Field(default=5000, ge=1, le=100_000, description="Rows per purge transaction.")
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None

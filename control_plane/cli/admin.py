@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from control_plane.auth.roles import Role
 from control_plane.auth.schemas import TokenCreate
 from control_plane.cli.context import CLI_ACTOR, console, db_session, err_console, load_settings
 from control_plane.db import migrate
+from control_plane.db.session import Database
 from control_plane.signing import Signer
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -36,6 +38,25 @@ def db_upgrade(revision: str = "heads") -> None:
 def db_current() -> None:
     """Show the applied revision(s)."""
     console.print(", ".join(migrate.current(load_settings().resolved_database_url)) or "(empty)")
+
+
+@db_app.command("purge")
+def db_purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what is due; delete nothing.")] = False,
+) -> None:
+    """Purge telemetry, quarantine and device events older than the retention settings (audited)."""
+    from control_plane.retention import RetentionPolicy, purge
+
+    settings = load_settings()
+    database = Database(settings.resolved_database_url)
+    try:
+        report = purge(database, RetentionPolicy.from_settings(settings), dry_run=dry_run)
+    finally:
+        database.dispose()
+    table = Table("table", "older than (UTC)", "due" if dry_run else "purged")
+    for name, cutoff in report.cutoffs.items():
+        table.add_row(name, f"{datetime.fromtimestamp(cutoff, UTC):%Y-%m-%d %H:%M}", f"{report.deleted[name]:,}")
+    console.print(table)
 
 
 @token_app.command("create")
