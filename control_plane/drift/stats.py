@@ -17,10 +17,11 @@ from typing import Literal
 import numpy as np
 from scipy import special, stats
 
+from control_plane.drift.ks_exact import ks_sorted
+
 PSI_MODERATE = 0.10
 PSI_MAJOR = 0.25
 PSI_EPSILON = 1e-4  # replaces an empty bin's proportion so ln(q/p) stays finite
-KS_CELL = 128  # reference values per pruning cell of the exact KS search
 KS_EXACT_MAX_N = 10_000  # same switch as scipy.stats.ks_2samp(method="auto")
 # scipy's kstwo.sf costs O(n) (about 1 s per feature at n = 200k); above this effective size "auto" uses the
 # Kolmogorov limit with Stephens' finite-n correction (measured relative error < 0.2 % at p >= 0.02, < 1 %
@@ -220,60 +221,6 @@ def sorted_quantiles(sorted_values: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
-def _ks_sorted(ref: np.ndarray, cur: np.ndarray) -> float:
-    """Return the exact two-sample KS D of two sorted samples, searching only cells that can hold it.
-
-    Cells of KS_CELL reference values bound the ECDF gap inside them by its values at their edges; only
-    cells whose bound beats the best edge value are searched value by value.
-    """
-    n1, n2 = ref.size, cur.size
-    if n1 < 8 * KS_CELL or n2 < 8 * KS_CELL:
-        return _ks_sorted_full(ref, cur)
-    edges = np.unique(ref[KS_CELL::KS_CELL])
-    # Counts strictly below each edge (ECDF left limits), in units of 1/(n1*n2) below.
-    a1 = np.concatenate([[0], np.searchsorted(ref, edges, side="left"), [n1]]).astype(np.int64)
-    a2 = np.concatenate([[0], np.searchsorted(cur, edges, side="left"), [n2]]).astype(np.int64)
-    best = int(np.abs(a1 * n2 - a2 * n1).max())
-    # Inside a cell both ECDFs lie between their values at the cell's two edges.
-    upper = np.maximum(a1[1:] * n2 - a2[:-1] * n1, a2[1:] * n1 - a1[:-1] * n2)
-    cells = np.flatnonzero(upper > best)
-    lengths = a2[cells + 1] - a2[cells]
-    total = int(lengths.sum())
-    if total == 0:
-        return min(best / (n1 * n2), 1.0)
-    # Indices into `cur` of every current value in those cells.
-    idx = np.arange(total, dtype=np.int64) + np.repeat(a2[cells] - (np.cumsum(lengths) - lengths), lengths)
-    values = cur[idx]
-    right = np.searchsorted(ref, values, side="right")
-    left = right
-    tied = np.flatnonzero((right > 0) & (ref[right - 1] == values))
-    if tied.size:
-        left = right.copy()
-        left[tied] = np.searchsorted(ref, values[tied], side="left")
-    # F2 - F1 at each current point; F1 - F2 just before it (tie-group members only ever undershoot).
-    d_minus = int(((idx + 1) * n1 - right * n2).max())
-    d_plus = int((left * n2 - idx * n1).max())
-    return min(max(best, d_minus, d_plus) / (n1 * n2), 1.0)
-
-
-def _ks_sorted_full(ref: np.ndarray, cur: np.ndarray) -> float:
-    n1, n2 = ref.size, cur.size
-    right = np.searchsorted(ref, cur, side="right")
-    # Integer arithmetic in units of 1/(n1*n2): exact and cheaper than float ECDFs.
-    j = np.arange(1, n2 + 1, dtype=np.int64)
-    # F2 - F1 peaks at a current point (right-continuous ECDFs).
-    d_minus = int((j * n1 - right * n2).max())
-    left = right
-    # Only current values that also occur in the reference need the left position; continuous data has few.
-    tied = np.flatnonzero((right > 0) & (ref[right - 1] == cur))
-    if tied.size:
-        left = right.copy()
-        left[tied] = np.searchsorted(ref, cur[tied], side="left")
-    # F1 - F2 peaks just before the next current point, or before the first one.
-    d_plus = max(int((left[1:] * n2 - j[:-1] * n1).max(initial=0)), int(left[0]) * n2, 0)
-    return min(max(d_minus, d_plus) / (n1 * n2), 1.0)
-
-
 def _wasserstein_sorted(ref: np.ndarray, cur: np.ndarray) -> float:
     pooled = np.sort(np.concatenate([ref, cur]), kind="stable")
     deltas = np.diff(pooled)
@@ -310,7 +257,7 @@ def _column_block(
         w = _wasserstein_sorted(r, c) if wasserstein else float("nan")
         rows.append(
             (
-                _ks_sorted(r, c),
+                ks_sorted(r, c),
                 r.size,
                 c.size,
                 ref_row.size - r.size,
