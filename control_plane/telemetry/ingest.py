@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Table, insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from control_plane.drift.sketch import TELEMETRY_SCHEMA, SketchLayout, TelemetryWindow, WindowError
@@ -19,6 +18,7 @@ from control_plane.telemetry.fastparse import parse_windows
 from control_plane.telemetry.lookup import BaselineCache, Cohort, CohortResolver
 from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow
 from control_plane.telemetry.ratelimit import DeviceRateLimiter
+from control_plane.telemetry.store import WindowValues, insert_windows
 
 WINDOWS: Table = TelemetryWindowRow.__table__  # type: ignore[assignment]
 QUARANTINE: Table = QuarantinedMessage.__table__  # type: ignore[assignment]
@@ -191,7 +191,7 @@ class WindowIngestor:
         if accepted:
             cohorts = self.cohorts.resolve(session, {k[0] for k in accepted})
             rows = [_window_row(w, d, m, cohorts[w.device_id]) for w, d, m in accepted.values()]
-            inserted = insert_ignore(session, rows)
+            inserted = insert_windows(session, rows)
             result.stored = len(inserted)
             result.duplicates += len(rows) - len(inserted)
             result.models = {(accepted[k][0].model_name, accepted[k][0].model_version) for k in inserted}
@@ -223,38 +223,21 @@ def _clip(value: Any) -> str:
 
 
 def _window_row(window: TelemetryWindow, document: dict[str, Any], message: IncomingMessage,
-                cohort: Cohort) -> dict[str, Any]:
+                cohort: Cohort) -> WindowValues:
     vector = window.vector
     nonzero = np.flatnonzero(vector)
     sketch = _dumps([nonzero.tolist(), vector[nonzero].tolist()])
     # The fleet is the authority on cohorts; a device-supplied rollout/group is only a fallback.
     group = cohort.device_group or _short(document.get("device_group"), 100)
     rollout = cohort.rollout_id or _short(document.get("rollout_id"), 40)
-    return {
-        "device_id": window.device_id, "window_seq": window.window_seq, "model_name": window.model_name,
-        "model_version": window.model_version, "baseline_id": window.baseline_id,
-        "window_start": window.window_start, "window_end": window.window_end, "received_at": message.received_at,
-        "device_group": group, "rollout_id": rollout, "deployment_id": cohort.deployment_id,
-        "n": int(document.get("n", 0)),
-        "calls": int(document.get("calls", 0)), "errors": int(document.get("errors", 0)),
-        "dropped_windows": window.dropped_windows, "sketch": sketch,
-    }
+    # Order of control_plane.telemetry.store.COLUMNS.
+    return (
+        window.device_id, window.window_seq, window.model_name, window.model_version, window.baseline_id,
+        window.window_start, window.window_end, message.received_at, group, rollout, cohort.deployment_id,
+        int(document.get("n", 0)), int(document.get("calls", 0)), int(document.get("errors", 0)),
+        window.dropped_windows, sketch,
+    )
 
 
 def _short(value: Any, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
-
-
-def insert_ignore(session: Session, rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    """Insert windows, skipping (device_id, window_seq) pairs already stored; return the keys inserted.
-
-    One cached statement executed with many parameter sets: SQLAlchemy's "insertmanyvalues" turns it into
-    multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING on both engines without recompiling per batch.
-    """
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    statement = (
-        module.insert(WINDOWS).on_conflict_do_nothing(index_elements=["device_id", "window_seq"])
-        .returning(WINDOWS.c.device_id, WINDOWS.c.window_seq)
-    )
-    return [(str(r[0]), int(r[1])) for r in session.execute(statement, rows)]
