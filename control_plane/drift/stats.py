@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +29,8 @@ KS_EXACT_MAX_N = 10_000  # same switch as scipy.stats.ks_2samp(method="auto")
 # at p ~ 1e-5).
 KS_KSTWO_MAX_EN = 10_000
 DECILES = np.arange(1, 10) / 10.0
+MAX_WORKERS = 8  # default thread cap of exact mode; past a few threads memory bandwidth limits the sorts
+COPY_ROWS = 4096  # rows per slab of the transposing copy
 
 KsMethod = Literal["auto", "exact", "asymp"]
 
@@ -236,14 +239,21 @@ def _finite_slice(sorted_row: np.ndarray) -> np.ndarray:
     return sorted_row[lo:hi]
 
 
+def _sorted_columns(columns: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """Copy (rows x k) columns into the first k rows of `buffer` as float64 and sort each row in place."""
+    block = buffer[: columns.shape[1], : columns.shape[0]]
+    # Transposing in slabs of COPY_ROWS rows keeps the source cache lines in L2 while all k columns use them;
+    # unsafe casting is what np.array(x, dtype=float64) did.
+    for start in range(0, columns.shape[0], COPY_ROWS):
+        stop = start + COPY_ROWS
+        np.copyto(block[:, start:stop], columns[start:stop].T, casting="unsafe")
+    block.sort(axis=1)
+    return block
+
+
 def _column_block(
-    ref: np.ndarray, cur: np.ndarray, quantiles: np.ndarray, wasserstein: bool
+    ref_block: np.ndarray, cur_block: np.ndarray, quantiles: np.ndarray, wasserstein: bool
 ) -> list[tuple[float, int, int, int, int, np.ndarray, np.ndarray, float]]:
-    # One contiguous copy per block, sorted in place: rows of a (rows x features) matrix are strided.
-    ref_block = np.array(ref.T, dtype=np.float64, order="C")
-    cur_block = np.array(cur.T, dtype=np.float64, order="C")
-    ref_block.sort(axis=1)
-    cur_block.sort(axis=1)
     rows = []
     for ref_row, cur_row in zip(ref_block, cur_block, strict=True):
         r, c = _finite_slice(ref_row), _finite_slice(cur_row)
@@ -270,6 +280,15 @@ def _column_block(
     return rows
 
 
+def default_workers() -> int:
+    """Return the thread count exact mode uses when none is given: usable CPUs, at most MAX_WORKERS."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, MAX_WORKERS))
+
+
 def raw_numeric_stats(
     reference: np.ndarray,
     current: np.ndarray,
@@ -283,8 +302,9 @@ def raw_numeric_stats(
     """Sort each column of both (rows x features) matrices once and derive KS, bin counts, W1.
 
     Non-finite values are left out of every statistic and counted. Bins are cut at the reference's
-    quantiles (deciles by default; ties collapse bins). Column blocks run on a thread pool because
-    numpy's sort and searchsorted release the GIL.
+    quantiles (deciles by default; ties collapse bins). Blocks of `block` columns run on `workers` threads
+    (default `default_workers()`; 1 runs everything in the calling thread): numpy's copy, sort and
+    searchsorted release the GIL. The result does not depend on `workers` or `block`.
     """
     ref = np.asarray(reference)
     cur = np.asarray(current)
@@ -294,18 +314,27 @@ def raw_numeric_stats(
     selected = np.arange(ref.shape[1]) if columns is None else np.asarray(columns, dtype=np.int64)
     n_features = selected.size
     starts = list(range(0, n_features, block))
-    pool_size = max(1, min(workers or os.cpu_count() or 1, len(starts)))
+    pool_size = max(1, min(workers or default_workers(), len(starts)))
+    # One pair of sort buffers per thread, reused by its blocks: fresh multi-megabyte arrays per block
+    # cost page faults comparable to the copy itself.
+    local = threading.local()
 
     def run(start: int) -> list[tuple[float, int, int, int, int, np.ndarray, np.ndarray, float]]:
         chunk = selected[start : start + block]
         step = chunk[-1] - chunk[0] + 1 if chunk.size else 0
         # A contiguous run of columns is a basic slice (a view); anything else is gathered.
         index: slice | np.ndarray = slice(chunk[0], chunk[0] + step) if step == chunk.size else chunk
-        return _column_block(ref[:, index], cur[:, index], quantiles, wasserstein)
+        if not hasattr(local, "buffers"):
+            local.buffers = (np.empty((block, ref.shape[0])), np.empty((block, cur.shape[0])))
+        ref_block = _sorted_columns(ref[:, index], local.buffers[0])
+        cur_block = _sorted_columns(cur[:, index], local.buffers[1])
+        return _column_block(ref_block, cur_block, quantiles, wasserstein)
 
-    with ThreadPoolExecutor(max_workers=pool_size) as pool:
-        blocks = pool.map(run, starts)
-        rows = [row for chunk in blocks for row in chunk]
+    if pool_size == 1:
+        rows = [row for start in starts for row in run(start)]
+    else:
+        with ThreadPoolExecutor(max_workers=pool_size) as pool:
+            rows = [row for chunk in pool.map(run, starts) for row in chunk]
     width = quantiles.size + 1
     ref_bins = np.zeros((n_features, width), dtype=np.int64)
     cur_bins = np.zeros((n_features, width), dtype=np.int64)

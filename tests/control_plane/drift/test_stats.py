@@ -9,11 +9,14 @@ from scipy.spatial.distance import jensenshannon
 
 from control_plane.drift.stats import (
     DECILES,
+    MAX_WORKERS,
     Band,
+    RawNumericStats,
     adjust_pvalues,
     category_counts,
     chi2_goodness_of_fit_from_counts,
     chi2_homogeneity_from_counts,
+    default_workers,
     jensen_shannon_from_counts,
     ks_from_counts,
     ks_pvalue,
@@ -91,6 +94,29 @@ def test_nonfinite_values_are_excluded_and_counted() -> None:
     assert raw.nonfinite_ref[0] == np.sum(~np.isfinite(r))
     assert raw.nonfinite_cur[0] == np.sum(~np.isfinite(c))
     assert raw.n_cur[0] == np.sum(np.isfinite(c))
+
+
+def _fields(raw: RawNumericStats) -> list[np.ndarray]:
+    return [raw.ks, raw.n_ref, raw.n_cur, raw.nonfinite_ref, raw.nonfinite_cur, raw.ref_bins, raw.cur_bins]
+
+
+@pytest.mark.parametrize(("workers", "block"), [(2, 1), (2, 3), (3, 8), (8, 2)])
+def test_threads_and_blocks_give_identical_results(workers: int, block: int) -> None:
+    # More rows than one copy slab (COPY_ROWS), a Fortran-ordered and an integer input, a column subset.
+    ref, cur = _samples(21, 9_500, 8_700)
+    ref[::13, 3] = np.nan
+    columns = np.array([0, 1, 3, 4, 5])
+    single = raw_numeric_stats(ref, cur, workers=1, columns=columns)
+    for r, c in ((ref, cur), (np.asfortranarray(ref), cur), (ref, np.asfortranarray(cur))):
+        threaded = raw_numeric_stats(r, c, workers=workers, block=block, columns=columns)
+        for expected, got in zip(_fields(single), _fields(threaded), strict=True):
+            assert np.array_equal(expected, got)
+    as_int = raw_numeric_stats(ref[:, [1]].astype(np.int32), cur[:, [1]].astype(np.int64), workers=workers, block=block)
+    assert as_int.ks[0] == single.ks[1]
+
+
+def test_default_workers_is_capped() -> None:
+    assert 1 <= default_workers() <= MAX_WORKERS
 
 
 def test_all_nan_column_gives_no_statistic() -> None:
