@@ -26,9 +26,6 @@ from control_plane.drift.sketch import (
     parse_window,
 )
 
-_EMPTY: list[list[int]] = [[], []]
-
-
 _INT_ONLY = {int}
 
 
@@ -46,50 +43,47 @@ def _header_ok(message: Mapping[str, Any], layout: SketchLayout) -> bool:
         and math.isfinite(start) and math.isfinite(end) and end >= start
         and type(seq) is int and seq >= 0 and type(dropped) is int and dropped >= 0
         and type(message.get("device_id")) is str
-        and all(type(message.get(name, 0)) is int and message.get(name, 0) >= 0 for name in SCALAR_FIELDS)
+        and _scalars_ok(message)
     )
 
 
-def _sparse_ok(value: Any) -> bool:
-    return (type(value) is list and len(value) == 2 and type(value[0]) is list and type(value[1]) is list
-            and len(value[0]) == len(value[1]))
+def _scalars_ok(message: Mapping[str, Any]) -> bool:
+    for name in SCALAR_FIELDS:
+        value = message.get(name, 0)
+        if type(value) is not int or value < 0:
+            return False
+    return True
 
 
-def parse_windows(messages: Sequence[Mapping[str, Any]], layout: SketchLayout) -> list[TelemetryWindow | WindowError]:
-    """Return, per message, its validated window or the WindowError `parse_window` raises for it."""
+class _UntypedBatch(Exception):
+    """The batch held a non-integer count that the per-element type check was told to skip."""
+
+
+_FIELD_NUMBERS = tuple(enumerate(SPARSE_FIELDS))
+_ABSENT: Any = object()
+
+
+def parse_windows(messages: Sequence[Mapping[str, Any]], layout: SketchLayout, *,
+                  bool_free: Sequence[bool] | None = None) -> list[TelemetryWindow | WindowError]:
+    """Return, per message, its validated window or the WindowError `parse_window` raises for it.
+
+    `bool_free[i]` says message i's raw JSON holds no `true`/`false` (the ingest checks the bytes). Such a
+    message skips the per-element type check: any float, string or null among its counts turns the whole
+    batch's numpy array away from int64, and the batch is then gathered again with the check. Booleans are
+    the one type numpy would silently take for integers, hence the hint.
+    """
     results: list[TelemetryWindow | WindowError | None] = [None] * len(messages)
-    fast: list[int] = []
-    indices: list[int] = []
-    counts: list[int] = []
-    segments: list[tuple[int, int, int]] = []  # (row in fast, field number, element count)
-    for position, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not _header_ok(message, layout):
-            continue
-        fields = [message.get(name, _EMPTY) for name in SPARSE_FIELDS]
-        if not all(_sparse_ok(value) for value in fields):
-            continue
-        row_indices: list[Any] = []
-        row_counts: list[Any] = []
-        row_segments = []
-        for number, value in enumerate(fields):
-            if value[0]:
-                row_indices.extend(value[0])
-                row_counts.extend(value[1])
-                row_segments.append((len(fast), number, len(value[0])))
-        # Exact ints only (no bools, floats or strings): map(type) runs at C speed, unlike a generator.
-        if not set(map(type, row_indices)) | set(map(type, row_counts)) <= _INT_ONLY:
-            continue
-        fast.append(position)
-        indices.extend(row_indices)
-        counts.extend(row_counts)
-        segments.extend(row_segments)
-    if fast:
+    trusted = bool_free if bool_free is not None else [False] * len(messages)
+    try:
         try:
-            accepted = _check_batch(messages, fast, indices, counts, segments, layout)
-        except OverflowError:  # an integer beyond int64: let the reference parser name the problem
-            accepted = {}
-        for position, window in accepted.items():
-            results[position] = window
+            accepted = _check_batch(messages, *_gather(messages, layout, trusted), layout, typed=bool_free is None)
+        except _UntypedBatch:
+            checked = [False] * len(messages)
+            accepted = _check_batch(messages, *_gather(messages, layout, checked), layout, typed=True)
+    except OverflowError:  # an integer beyond int64: let the reference parser name the problem
+        accepted = {}
+    for position, window in accepted.items():
+        results[position] = window
     for position, message in enumerate(messages):
         if results[position] is None:
             try:
@@ -101,13 +95,68 @@ def parse_windows(messages: Sequence[Mapping[str, Any]], layout: SketchLayout) -
     return [r for r in results if r is not None]
 
 
-def _check_batch(messages: Sequence[Mapping[str, Any]], fast: list[int], indices: list[int], counts: list[int],
-                 segments: list[tuple[int, int, int]], layout: SketchLayout) -> dict[int, TelemetryWindow]:
+def _gather(messages: Sequence[Mapping[str, Any]], layout: SketchLayout, trusted: Sequence[bool]
+            ) -> tuple[list[int], list[Any], list[Any], list[tuple[int, int, int]]]:
+    """Concatenate the sparse pairs of every plainly well-formed message; return them with their positions."""
+    fast: list[int] = []
+    indices: list[Any] = []
+    counts: list[Any] = []
+    segments: list[tuple[int, int, int]] = []  # (row in fast, field number, element count)
+    for position, message in enumerate(messages):
+        if type(message) is not dict or not _header_ok(message, layout):
+            continue
+        row = len(fast)
+        row_indices: list[Any] = []
+        row_counts: list[Any] = []
+        row_segments = []
+        for number, name in _FIELD_NUMBERS:
+            value = message.get(name, _ABSENT)
+            if value is _ABSENT:
+                continue
+            # Inline shape checks: this loop runs ten times per window, so no helper calls or generators.
+            if type(value) is not list or len(value) != 2:
+                break
+            value_indices, value_counts = value
+            if type(value_indices) is not list or type(value_counts) is not list \
+                    or len(value_indices) != len(value_counts):
+                break
+            if value_indices:
+                row_indices += value_indices
+                row_counts += value_counts
+                row_segments.append((row, number, len(value_indices)))
+        else:
+            # Exact ints only (no bools, floats or strings): map(type) runs at C speed, unlike a generator.
+            if not trusted[position] and not set(map(type, row_indices)) | set(map(type, row_counts)) <= _INT_ONLY:
+                continue
+            fast.append(position)
+            indices += row_indices
+            counts += row_counts
+            segments += row_segments
+    return fast, indices, counts, segments
+
+
+def _as_int64(values: list[Any], typed: bool) -> np.ndarray:
+    if typed:
+        return np.array(values, dtype=np.int64)
+    try:
+        array = np.array(values)
+    except ValueError as exc:  # ragged nesting: someone sent a list where a count belongs
+        raise _UntypedBatch from exc
+    if array.size and (array.dtype != np.int64 or array.ndim != 1):
+        raise _UntypedBatch
+    return array.astype(np.int64, copy=False)
+
+
+def _check_batch(messages: Sequence[Mapping[str, Any]], fast: list[int], indices: list[Any], counts: list[Any],
+                 segments: list[tuple[int, int, int]], layout: SketchLayout, *, typed: bool
+                 ) -> dict[int, TelemetryWindow]:
     rows = len(fast)
+    if not rows:
+        return {}
     sizes = np.array([layout.sizes[name] for name in SPARSE_FIELDS], dtype=np.int64)
     offsets = np.array([layout.offsets[name] for name in SPARSE_FIELDS], dtype=np.int64)
-    local = np.array(indices, dtype=np.int64)
-    values = np.array(counts, dtype=np.int64)
+    local = _as_int64(indices, typed)
+    values = _as_int64(counts, typed)
     seg = np.array(segments, dtype=np.int64).reshape(-1, 3)
     row_of = np.repeat(seg[:, 0], seg[:, 2])
     field_of = np.repeat(seg[:, 1], seg[:, 2])

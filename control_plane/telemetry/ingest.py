@@ -158,7 +158,10 @@ class WindowIngestor:
             pending.setdefault(layout.baseline.baseline_id, []).append((len(results), document))
             results.append(Rejected("malformed", "not validated"))  # placeholder, replaced below
         for baseline_id, items in pending.items():
-            parsed = parse_windows([document for _, document in items], layouts[baseline_id])
+            # JSON booleans are the one type the batch validator must look for element by element; a payload
+            # without the bytes `true`/`false` cannot hold one, and a substring search costs next to nothing.
+            bool_free = [b"true" not in messages[p].payload and b"false" not in messages[p].payload for p, _ in items]
+            parsed = parse_windows([document for _, document in items], layouts[baseline_id], bool_free=bool_free)
             for (position, document), outcome in zip(items, parsed, strict=True):
                 message = messages[position]
                 if isinstance(outcome, WindowError):

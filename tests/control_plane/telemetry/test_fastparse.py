@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from control_plane.drift.baseline import Baseline
 from control_plane.drift.sketch import SketchLayout, TelemetryWindow, WindowError, parse_window
@@ -71,16 +73,25 @@ def same(fast: TelemetryWindow | WindowError, message: dict[str, Any], layout: S
           reference.dropped_windows)
 
 
-def test_batch_validation_matches_the_reference_parser(baseline: Baseline) -> None:
-    layout = SketchLayout.from_baseline(baseline)
+def mixed_messages(baseline: Baseline, seed: int = 7) -> list[dict[str, Any]]:
+    """Return recorded windows, 60% of them corrupted one random way."""
     sink = ListSink()
     for d in range(4):
         device = SimDevice(f"dev-{d}", baseline, sink, seed=d, start=time.time() - 3600)
         for _ in range(10):
             device.run_window(rows=60 + 40 * d, errors=d)
-    rng = random.Random(7)
-    messages = [corrupt(m, rng) if rng.random() < 0.6 else m for m in sink.messages * 5]
-    outcomes = parse_windows(messages, layout)
+    rng = random.Random(seed)
+    return [corrupt(m, rng) if rng.random() < 0.6 else m for m in sink.messages * 5]
+
+
+@pytest.mark.parametrize("hinted", [False, True], ids=["type-checked", "bool-free-hint"])
+def test_batch_validation_matches_the_reference_parser(baseline: Baseline, hinted: bool) -> None:
+    layout = SketchLayout.from_baseline(baseline)
+    messages = mixed_messages(baseline)
+    # The ingest's hint: which raw payloads cannot hold a JSON boolean (so numpy's dtype check suffices).
+    bool_free = [b"true" not in json.dumps(m).encode() and b"false" not in json.dumps(m).encode() for m in messages]
+    assert not all(bool_free)
+    outcomes = parse_windows(messages, layout, bool_free=bool_free if hinted else None)
     comparable = []
     for message, outcome in zip(messages, outcomes, strict=True):
         try:
@@ -93,3 +104,38 @@ def test_batch_validation_matches_the_reference_parser(baseline: Baseline) -> No
     assert all(same(outcome, message, layout) for message, outcome in comparable)
     accepted = sum(isinstance(o, TelemetryWindow) for _, o in comparable)
     assert 40 < accepted < len(comparable)
+
+
+def test_a_float_among_trusted_counts_sends_only_its_window_to_the_reference_parser(baseline: Baseline) -> None:
+    layout = SketchLayout.from_baseline(baseline)
+    clean = [m for m in mixed_messages(baseline, seed=1) if _valid(m, layout)][:20]
+    bad = copy.deepcopy(clean[3])
+    bad["bins"][1][0] = float(bad["bins"][1][0])  # 3.0: numpy would make the whole batch float64
+    messages = [*clean, bad]
+    outcomes = parse_windows(messages, layout, bool_free=[True] * len(messages))
+    assert all(isinstance(o, TelemetryWindow) for o in outcomes[:-1])
+    assert isinstance(outcomes[-1], WindowError) and outcomes[-1].reason == "nonfinite_count"
+
+
+def _valid(message: dict[str, Any], layout: SketchLayout) -> bool:
+    try:
+        parse_window(message, layout)
+    except (WindowError, TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def test_integer_corruptions_are_caught_without_the_per_element_type_check(baseline: Baseline) -> None:
+    layout = SketchLayout.from_baseline(baseline)
+
+    def ints_only(message: dict[str, Any]) -> bool:
+        pairs = [message.get(f, [[], []]) for f in SPARSE]
+        # Plain int64-sized ints only, so the batch never needs the type-checked second gathering.
+        return all(isinstance(p, list) and len(p) == 2
+                   and all(type(v) is int and abs(v) < 2**62 for part in p for v in part) for p in pairs)
+
+    messages = [m for m in mixed_messages(baseline, seed=3) if ints_only(m)]
+    outcomes = parse_windows(messages, layout, bool_free=[True] * len(messages))
+    assert all(same(outcome, message, layout) for message, outcome in zip(messages, outcomes, strict=True))
+    rejected = sum(isinstance(o, WindowError) for o in outcomes)
+    assert 20 < rejected < len(messages) - 20
