@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from control_plane.drift.ks_exact import KS_MIN_N, ks_sorted, ks_sorted_full
+from control_plane.drift.ks_exact import KS_LARGE_N, KS_MIN_N, KS_STEPS, ks_sorted, ks_sorted_full
 
 Maker = Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]]
 
@@ -37,6 +37,8 @@ def test_pruned_search_equals_scipy(shape: str, seed: int) -> None:
     expected = stats.ks_2samp(ref, cur).statistic
     assert ks_sorted(ref, cur) == pytest.approx(expected, abs=1e-12)
     assert ks_sorted(cur, ref) == pytest.approx(expected, abs=1e-12)
+    for steps in ((512, 64, 8), (64, 8, 2), (32,)):
+        assert ks_sorted(ref, cur, steps) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -45,6 +47,13 @@ def test_pruned_search_equals_full_search_at_100k(seed: int) -> None:
     ref = np.sort(rng.normal(size=100_000))
     cur = np.sort(rng.normal(0.003 * seed, 1.0, 90_000))
     assert ks_sorted(ref, cur) == ks_sorted_full(ref, cur)
+
+
+def test_large_samples_use_three_levels_and_stay_exact() -> None:
+    rng = np.random.default_rng(11)
+    ref = np.sort(np.round(rng.normal(size=KS_LARGE_N), 3))
+    cur = np.sort(np.round(rng.normal(0.002, 1.0, KS_LARGE_N // 2), 3))
+    assert ks_sorted(ref, cur) == ks_sorted_full(ref, cur) == ks_sorted(ref, cur, KS_STEPS)
 
 
 def test_small_samples_use_the_full_search() -> None:
