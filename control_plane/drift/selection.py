@@ -248,7 +248,10 @@ def detect_drift(
     config: DriftConfig | None = None,
     workers: int | None = None,
 ) -> DriftReport:
-    """Compare raw samples (rows x features) exactly: KS on raw values, PSI/chi2/JS on reference deciles."""
+    """Compare raw samples (rows x features) exactly: KS on raw values, PSI/chi2/JS on reference deciles.
+
+    `workers` threads sort the columns (None: `stats.default_workers()`; 1: the calling thread only).
+    """
     config = config or DriftConfig()
     ref = np.asarray(reference)
     cur = np.asarray(current)
