@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[mqtt.MQTTMessage], None]
 Protocol = Literal["5", "3.1.1"]
+_PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: reason 0 implied)
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,14 @@ class MqttConnection:
     """One broker connection; handlers run on paho's network thread, so they must be quick."""
 
     def __init__(self, url: str, client_id: str, *, protocol: Protocol = "5", shared_group: str = "edgeloop-cp",
-                 keepalive: int = 30) -> None:
+                 keepalive: int = 30, receive_maximum: int | None = None) -> None:
         self.address = BrokerAddress.parse(url)
         self.protocol = protocol
         self.shared_group = shared_group
         self.keepalive = keepalive
+        # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us. Mosquitto
+        # otherwise applies its max_inflight_messages (100), which caps a manually acknowledged batch.
+        self.receive_maximum = receive_maximum
         self.connected = threading.Event()
         self.shared_available = False
         self.connect_count = 0
@@ -119,9 +125,18 @@ class MqttConnection:
         else:
             log.warning("disconnected from broker: %s (paho reconnects with backoff)", reason_code)
 
+    def connect_properties(self) -> Properties | None:
+        """Return the MQTT 5 CONNECT properties this connection asks for (None on 3.1.1 or when there are none)."""
+        if self.protocol != "5" or not self.receive_maximum:
+            return None
+        properties = Properties(PacketTypes.CONNECT)
+        properties.ReceiveMaximum = min(self.receive_maximum, 65_535)
+        return properties
+
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect in the background; with a timeout, wait for the first CONNACK or raise ServiceUnavailable."""
-        self.client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive)
+        self.client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive,
+                                  properties=self.connect_properties())
         self.client.loop_start()
         if timeout is not None and not self.connected.wait(timeout):
             raise ServiceUnavailable(f"MQTT broker {self.address.host}:{self.address.port} not reachable")
@@ -136,6 +151,32 @@ class MqttConnection:
             info.wait_for_publish(timeout)
             if not info.is_published():
                 raise ServiceUnavailable(f"broker did not acknowledge {topic} within {timeout:.0f}s")
+
+    def ack_many(self, acks: Iterable[tuple[int, int]]) -> None:
+        """Acknowledge manually-acked messages given as (mid, qos), the QoS 1 ones in a single socket write.
+
+        paho's `ack()` queues one packet per message, and its network thread wakes and calls send() for each;
+        one concatenated write of 4-byte PUBACKs costs a fraction of that. paho has no public batch call, so
+        this uses its packet queue when present and falls back to `ack()` otherwise (and for QoS 2).
+        """
+        packet_ids = []
+        for mid, qos in acks:
+            if qos == 1:
+                packet_ids.append(mid)
+            elif qos == 2:
+                self.client.ack(mid, qos)
+        if not packet_ids:
+            return
+        queue_packet = getattr(self.client, "_packet_queue", None)
+        manual = getattr(self.client, "_manual_ack", None)
+        if queue_packet is None or manual is None:  # pragma: no cover - a paho without the private hooks
+            for mid in packet_ids:
+                self.client.ack(mid, 1)
+            return
+        if not manual:  # paho already acknowledged them on receipt, as ack() assumes
+            return
+        packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in packet_ids])
+        queue_packet(mqtt.PUBACK, packet, packet_ids[-1], 1)
 
     def stop(self) -> None:
         """Disconnect cleanly and stop the network thread."""

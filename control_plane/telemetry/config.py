@@ -19,6 +19,9 @@ class TelemetrySettings(BaseSettings):
     rate_burst: float = Field(default=600.0, ge=1, description="Windows a device may send at once (outage catch-up).")
     batch_size: int = Field(default=500, ge=1, description="Most messages per ingest transaction.")
     batch_wait_ms: float = Field(default=20.0, gt=0, description="Longest wait before a partial batch is written.")
+    receive_maximum: int = Field(default=0, ge=0, le=65_535, description=(
+        "Unacknowledged windows the broker may send one consumer (MQTT 5 Receive Maximum); it bounds a"
+        " manually acknowledged batch. 0: twice batch_size, so the next batch arrives while one is written."))
     consumers: int = Field(default=1, ge=0, description="MQTT ingest consumers in this process (shared subscription).")
     manual_ack: bool = Field(default=True, description="PUBACK only after the batch is committed (at-least-once).")
     session_expiry_seconds: int = Field(default=3600, ge=0, description=(
