@@ -1,8 +1,9 @@
 """Tier 2: an NLI / cross-encoder model on onnxruntime, used when a model file is configured.
 
-No NLI weights are available offline here (see docs/rag-and-evals.md), so nothing is bundled: point
-``EDGELOOP_NLI_MODEL`` / ``EDGELOOP_NLI_TOKENIZER`` (or the constructor) at an ONNX export of a sequence-pair
-classifier (e.g. an MNLI cross-encoder) and its ``tokenizer.json``.
+Point ``EDGELOOP_NLI_MODEL`` / ``EDGELOOP_NLI_TOKENIZER`` (or the constructor) at an ONNX export of a
+sequence-pair classifier and its ``tokenizer.json``: an MNLI cross-encoder (premise = one context sentence), or
+the MiniLM cross-encoder ``evals/train_cross_encoder.py`` fine-tunes offline (premise = the whole context,
+declared by ``"premise": "context"`` in the ``edgeloop.json`` written beside it). No weights are bundled.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,6 +36,9 @@ class NliConfig:
     labels: tuple[str, ...]
     max_length: int = 512
     threshold: float = 0.5
+    # "sentence": each claim against every context sentence (MNLI-style models); "context": each claim
+    # against the question and the whole context, as the offline cross-encoder was trained.
+    premise: Literal["sentence", "context"] = "sentence"
 
     @property
     def entailment_index(self) -> int:
@@ -62,7 +66,21 @@ def load_nli_config(
         labels = tuple(id2label[str(i)] for i in range(len(id2label)))
     if "entailment" not in [label.lower() for label in labels]:
         raise ScorerUnavailableError(f"labels {labels} have no 'entailment' class")
-    return NliConfig(Path(model), Path(tokenizer), tuple(labels))
+    extra: dict[str, Any] = {}
+    manifest = Path(model).with_name("edgeloop.json")
+    if manifest.is_file():
+        declared = json.loads(manifest.read_text("utf-8"))
+        if declared.get("premise") not in (None, "sentence", "context"):
+            raise ScorerUnavailableError(f"{manifest}: premise must be 'sentence' or 'context'")
+        extra = {k: declared[k] for k in ("premise", "max_length", "threshold") if k in declared}
+    return NliConfig(Path(model), Path(tokenizer), tuple(labels), **extra)
+
+
+def context_premise(contexts: list[str], question: str | None) -> str:
+    """Return the premise the context-mode cross-encoder sees; training builds it with this same function."""
+    body = "\n".join(text.strip() for text in contexts if text.strip())
+    # The question goes first: truncation trims the premise's tail, and the question is short.
+    return f"{question.strip()} | {body}" if question and question.strip() else body
 
 
 class NliScorer:
@@ -102,10 +120,12 @@ class NliScorer:
         """Score each claim against every context sentence and keep its most entailing sentence."""
         answer_text = coerce_text(answer, field="answer")
         context_texts = coerce_contexts(contexts)
-        coerce_text(question, field="question")
+        question_text = coerce_text(question, field="question")
         claims = [s for s in split_sentences(answer_text) if content_tokens(s.text)]
         if not claims:
             return ScoreResult(1.0, self.name, note="no checkable claim")
+        if self.config.premise == "context":
+            return self._score_against_context(claims, context_texts, question_text)
         sentences = [(i, s) for i, text in enumerate(context_texts) for s in split_sentences(text)]
         verdicts = []
         for claim in claims:
@@ -122,3 +142,17 @@ class NliScorer:
         score = float(np.mean([v.support for v in verdicts]))
         note = "" if sentences else "empty context: no claim can be supported"
         return ScoreResult(min(1.0, max(0.0, score)), self.name, tuple(verdicts), note=note)
+
+    def _score_against_context(self, claims: list[Any], contexts: list[str], question: str | None) -> ScoreResult:
+        """Score each claim against the question and the whole context in one batch."""
+        if not any(text.strip() for text in contexts):
+            verdicts = [ClaimVerdict(c.text, c.start, c.end, "unsupported", 0.0) for c in claims]
+            return ScoreResult(0.0, self.name, tuple(verdicts), note="empty context: no claim can be supported")
+        premise = context_premise(contexts, question)
+        probs = self.entailment([premise] * len(claims), [c.text for c in claims])
+        verdicts = []
+        for claim, p in zip(claims, probs, strict=True):
+            verdict: Verdict = "supported" if p >= self.config.threshold else "unsupported"
+            verdicts.append(ClaimVerdict(claim.text, claim.start, claim.end, verdict, round(float(p), 6)))
+        score = float(np.mean([v.support for v in verdicts]))
+        return ScoreResult(min(1.0, max(0.0, score)), self.name, tuple(verdicts))

@@ -97,3 +97,32 @@ def test_entailing_sentence_is_the_best_span(tmp_path: Path, monkeypatch: pytest
     assert refuted.claims[0].verdict == "unsupported"
     assert scorer.score(answer="Alpha holds.", contexts=[]).score == 0.0
     assert scorer.score(answer="", contexts=["Alpha says yes."]).score == 1.0
+
+
+def test_context_mode_scores_each_claim_against_the_whole_context(tmp_path: Path) -> None:
+    model = _write_model(tmp_path)
+    (tmp_path / "edgeloop.json").write_text(json.dumps({"premise": "context", "max_length": 64, "threshold": 0.4}))
+    config = load_nli_config(str(model))
+    assert (config.premise, config.max_length, config.threshold) == ("context", 64, 0.4)
+    scorer = NliScorer(config)
+    # One premise for every claim: "beta says no . alpha says yes ." pushes entailment and contradiction by 8
+    # each, so both claims get the same probability and no sentence-level span.
+    result = scorer.score(answer="Alpha holds. Beta holds.", contexts=["Beta says no.", "Alpha says yes."])
+    assert [c.claim for c in result.claims] == ["Alpha holds.", "Beta holds."]
+    assert all(c.best_span is None for c in result.claims)
+    neutral = 0.5 * 9  # 6 neutral premise tokens (beta says . alpha says .) + 3 in each claim (x holds .)
+    expected = np.exp(8.0) / (np.exp(8.0) + np.exp(8.0) + np.exp(neutral))
+    assert [c.support for c in result.claims] == pytest.approx([expected, expected], abs=1e-5)
+    assert {c.verdict for c in result.claims} == {"supported" if expected >= 0.4 else "unsupported"}
+    # The question is part of the premise the model was trained on: a "no" in it reaches the score.
+    asked = scorer.score(answer="Alpha holds.", contexts=["Alpha says yes."], question="no")
+    assert asked.score < scorer.score(answer="Alpha holds.", contexts=["Alpha says yes."]).score
+    empty = scorer.score(answer="Alpha holds.", contexts=["  "])
+    assert empty.score == 0.0 and "empty context" in empty.note
+
+
+def test_unknown_premise_mode_is_refused(tmp_path: Path) -> None:
+    model = _write_model(tmp_path)
+    (tmp_path / "edgeloop.json").write_text(json.dumps({"premise": "paragraph"}))
+    with pytest.raises(ScorerUnavailableError, match="premise must be"):
+        load_nli_config(str(model))
