@@ -80,3 +80,13 @@ def test_report_is_json_ready() -> None:
 def test_feature_names_and_shapes_are_checked() -> None:
     with pytest.raises(ValueError):
         detect_drift(np.zeros((10, 2)), np.zeros((10, 3)))
+
+
+def test_report_does_not_depend_on_the_thread_count() -> None:
+    ref, cur = _data(12_000, 11_000, seed=4)
+    ref = np.column_stack([ref] * 5)  # 20 columns: several blocks, categorical columns in between
+    cur = np.column_stack([cur] * 5)
+    categorical = [3, 7, 11, 15, 19]
+    single = detect_drift(ref, cur, categorical=categorical, workers=1).to_dict()
+    assert detect_drift(ref, cur, categorical=categorical, workers=2).to_dict() == single
+    assert detect_drift(ref, cur, categorical=categorical).to_dict() == single
