@@ -193,7 +193,10 @@ class WindowIngestor:
             accepted[key] = (window, document, message)
         if accepted:
             cohorts = self.cohorts.resolve(session, {k[0] for k in accepted})
-            rows = [_window_row(w, d, m, cohorts[w.device_id]) for w, d, m in accepted.values()]
+            entries = list(accepted.values())
+            sketches = _sketches([window.vector for window, _, _ in entries])
+            rows = [_window_row(w, d, m, cohorts[w.device_id], sketch)
+                    for (w, d, m), sketch in zip(entries, sketches, strict=True)]
             inserted = insert_windows(session, rows)
             result.stored = len(inserted)
             result.duplicates += len(rows) - len(inserted)
@@ -225,11 +228,22 @@ def _clip(value: Any) -> str:
     return repr(str(value)[:80])
 
 
+def _sketches(vectors: list[np.ndarray]) -> list[str]:
+    """Return each vector as compact JSON `[[index...], [count...]]` of its non-zero entries (stored format)."""
+    matrix = np.stack(vectors)
+    rows, columns = np.nonzero(matrix)  # row-major: grouped by row, columns increasing
+    indices, counts = columns.tolist(), matrix[rows, columns].tolist()
+    ends = np.cumsum(np.bincount(rows, minlength=len(vectors))).tolist()
+    # Whole-batch numpy calls and list slices: per-window numpy calls cost more than the data they move.
+    sketches, start = [], 0
+    for end in ends:
+        sketches.append(_dumps([indices[start:end], counts[start:end]]))
+        start = end
+    return sketches
+
+
 def _window_row(window: TelemetryWindow, document: dict[str, Any], message: IncomingMessage,
-                cohort: Cohort) -> WindowValues:
-    vector = window.vector
-    nonzero = np.flatnonzero(vector)
-    sketch = _dumps([nonzero.tolist(), vector[nonzero].tolist()])
+                cohort: Cohort, sketch: str) -> WindowValues:
     # The fleet is the authority on cohorts; a device-supplied rollout/group is only a fallback.
     group = cohort.device_group or _short(document.get("device_group"), 100)
     rollout = cohort.rollout_id or _short(document.get("rollout_id"), 40)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Table
@@ -58,7 +59,7 @@ def insert_windows(session: Session, rows: Sequence[WindowValues]) -> list[tuple
         inserted: list[tuple[str, int]] = []
         for start in range(0, len(rows), _SQLITE_MAX_ROWS):
             chunk = rows[start : start + _SQLITE_MAX_ROWS]
-            params = tuple(value for row in chunk for value in row)
+            params = tuple(chain.from_iterable(chunk))
             result = connection.exec_driver_sql(_sqlite_insert(len(chunk)), params)
             inserted += [(str(r[0]), int(r[1])) for r in result]
         return inserted
