@@ -5,59 +5,67 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SqliteBegin = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """Enable WAL, foreign keys and explicit transaction control on every SQLite connection."""
+def _configure_sqlite(engine: Engine, begin: SqliteBegin) -> None:
+    """Enable WAL, foreign keys and explicit ``BEGIN <begin>`` transactions on every SQLite connection."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from pysqlite so BEGIN IMMEDIATE below is honoured.
+        # Take transaction control away from pysqlite so the BEGIN below is the one that runs.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed transaction survives an
+        # application crash (the WAL is in the OS page cache); only a power loss or OS crash can undo the last ones.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # Writers take the lock up front: a deferred transaction that reads and then writes can fail
-        # with SQLITE_BUSY instead of waiting, and the audit chain must read its head under the lock.
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+    # Writers take the lock up front: a deferred transaction that reads and then writes can fail with SQLITE_BUSY
+    # instead of waiting, and the audit chain must read its head under the lock. The BEGIN is the dialect's own
+    # hook on this engine's private dialect, not a "begin" event listener: any connection-event listener makes
+    # every statement of every transaction go through SQLAlchemy's event dispatch.
+    statement = f"BEGIN {begin}"
+
+    def _do_begin(dbapi_connection: Any) -> None:
+        dbapi_connection.execute(statement)
+
+    setattr(engine.dialect, "do_begin", _do_begin)  # noqa: B010 - an instance override, on purpose
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` with the settings each backend needs."""
+def create_db_engine(url: str, *, sqlite_begin: SqliteBegin = "DEFERRED", **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with the settings each backend needs (SQLite transactions use ``sqlite_begin``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
 
 
 class Database:
-    """Owns one engine and hands out read and write sessions."""
+    """Owns the engines and hands out read and write sessions."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_db_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        writer = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
+        # SQLite writers get their own engine (and pool), whose transactions begin IMMEDIATE.
+        self._write_engine = create_db_engine(url, sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = sessionmaker(writer, expire_on_commit=False)
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
 
     def session(self, *, write: bool = True) -> Session:
         """Return a new session; writers lock SQLite up front."""
@@ -79,3 +87,5 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self._write_engine is not self.engine:
+            self._write_engine.dispose()
