@@ -6,10 +6,13 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 
 from control_plane.audit.chain import canonical_json, checkpoint_message, entry_hash
@@ -19,60 +22,115 @@ from control_plane.db.base import utcnow
 from control_plane.signing import Signer, verify_signature
 
 HEAD_ROW_ID = 1
-# Statements are built once: building and cache-keying them per call cost more than SQLite's own work.
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _HEAD = cast(Table, AuditHead.__table__)
-_SELECT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == HEAD_ROW_ID).with_for_update()
-_INSERT_HEAD = insert(_HEAD).values(id=HEAD_ROW_ID, seq=0, hash=GENESIS_HASH)
-_INSERT_ENTRY = insert(_ENTRIES)
-_UPDATE_HEAD = (
-    update(_HEAD).where(_HEAD.c.id == HEAD_ROW_ID).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
-)
+_ENTRY_COLUMNS = ("seq", "ts", "actor", "action", "resource_type", "resource_id", "body", "prev_hash", "hash")
 # session.info key of (transaction, seq, hash): the head this transaction already holds locked.
 _HEAD_CACHE = "edgeloop.audit.head"
 VERIFY_BATCH_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class _AppendSql:
+    """The append's three statements in one driver's own SQL, and the bind conversion of ``ts``."""
+
+    select_head: str
+    insert_head: str
+    insert_entry: str
+    update_head: str
+    bind_ts: Callable[[datetime], Any]
+
+
+# Derived, immutable and keyed by driver, so sharing it between apps in one process is harmless.
+_APPEND_SQL: dict[tuple[str, str, str], _AppendSql] = {}
+
+
+def _append_sql(dialect: Dialect) -> _AppendSql:
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    if key not in _APPEND_SQL:
+        _APPEND_SQL[key] = _build_append_sql(dialect)
+    return _APPEND_SQL[key]
+
+
+def _build_append_sql(dialect: Dialect) -> _AppendSql:
+    # The driver's own cursor runs these: SQLAlchemy's execution pipeline (events, cache keys, result objects)
+    # costs several times SQLite's own work for these one-row statements.
+    if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+        raise NotImplementedError(f"audit append: unsupported driver paramstyle {dialect.paramstyle!r}")
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    lock = " FOR UPDATE" if dialect.name == "postgresql" else ""  # SQLite writers already hold the database lock
+    bind_ts = _ENTRIES.c.ts.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    return _AppendSql(
+        select_head=f"SELECT seq, hash FROM audit_head WHERE id = {HEAD_ROW_ID}{lock}",
+        insert_head=f"INSERT INTO audit_head (id, seq, hash) VALUES ({HEAD_ROW_ID}, 0, '{GENESIS_HASH}')",
+        insert_entry=f"INSERT INTO audit_entries ({', '.join(_ENTRY_COLUMNS)}) "
+                     f"VALUES ({', '.join([mark] * len(_ENTRY_COLUMNS))})",
+        update_head=f"UPDATE audit_head SET seq = {mark}, hash = {mark} WHERE id = {HEAD_ROW_ID}",
+        bind_ts=bind_ts,
+    )
+
+
+def _driver_cursor(session: Session) -> tuple[Any, _AppendSql]:
+    """Return a driver cursor in the session's transaction (begun, so locked on SQLite) and the append SQL."""
+    connection = session.connection()
+    sql = _append_sql(connection.dialect)
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    return raw.cursor(), sql
 
 
 def _current_transaction(session: Session) -> SessionTransaction | None:
     return session.get_nested_transaction() or session.get_transaction()
 
 
+def _read_head(cursor: Any, sql: _AppendSql) -> tuple[int, str]:
+    cursor.execute(sql.select_head)
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(sql.insert_head)
+        return 0, GENESIS_HASH
+    return int(row[0]), str(row[1])
+
+
 def _lock_head(session: Session) -> tuple[int, str]:
     # FOR UPDATE serialises appenders on PostgreSQL; SQLite writers already hold the database lock.
     # Once locked, the head cannot move under this transaction, so later appends in the same (innermost)
     # transaction reuse it; a savepoint begun, released or rolled back changes the key and forces a re-read.
+    cursor, sql = _driver_cursor(session)
+    try:
+        return _cached_head(session) or _read_head(cursor, sql)
+    finally:
+        cursor.close()
+
+
+def _cached_head(session: Session) -> tuple[int, str] | None:
     transaction = _current_transaction(session)
     cached = session.info.get(_HEAD_CACHE)
     if cached is not None and transaction is not None and cached[0] is transaction:
         return cached[1], cached[2]
-    connection = session.connection()
-    row = connection.execute(_SELECT_HEAD).one_or_none()
-    if row is None:
-        connection.execute(_INSERT_HEAD)
-        return 0, GENESIS_HASH
-    return int(row.seq), str(row.hash)
+    return None
 
 
 def record(
     session: Session, *, actor: str, action: str, resource: tuple[str, str], data: dict[str, Any]
 ) -> int:
     """Append one entry in the caller's transaction and return its sequence number."""
-    seq, prev_hash = _lock_head(session)
-    seq += 1
-    ts = utcnow()
-    resource_type, resource_id = resource
-    body = canonical_json(
-        {"seq": seq, "ts": ts, "actor": actor, "action": action,
-         "resource": {"type": resource_type, "id": resource_id}, "data": data}
-    )
-    digest = entry_hash(prev_hash, body)
-    # Core statements on the session's connection: same transaction, without the ORM bulk-DML path.
-    connection = session.connection()
-    connection.execute(_INSERT_ENTRY, {
-        "seq": seq, "ts": ts, "actor": actor, "action": action, "resource_type": resource_type,
-        "resource_id": resource_id, "body": body, "prev_hash": prev_hash, "hash": digest,
-    })
-    connection.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": digest})
+    cursor, sql = _driver_cursor(session)  # begins the transaction first, so the head is read under the lock
+    try:
+        seq, prev_hash = _cached_head(session) or _read_head(cursor, sql)
+        seq += 1
+        ts = utcnow()
+        resource_type, resource_id = resource
+        body = canonical_json(
+            {"seq": seq, "ts": ts, "actor": actor, "action": action,
+             "resource": {"type": resource_type, "id": resource_id}, "data": data}
+        )
+        digest = entry_hash(prev_hash, body)
+        cursor.execute(sql.insert_entry, (seq, sql.bind_ts(ts), actor, action, resource_type, resource_id, body,
+                                          prev_hash, digest))
+        cursor.execute(sql.update_head, (seq, digest))
+    finally:
+        cursor.close()
     session.info[_HEAD_CACHE] = (_current_transaction(session), seq, digest)
     return seq
 
