@@ -75,15 +75,24 @@ class Authorize:
     def __init__(self, *scopes: Scope) -> None:
         self.scopes = frozenset(scopes)
 
-    # Async, with the indexed token lookup inline: one small query costs less than a worker-thread hop.
+    # Async, with the indexed token lookup inline: one small query costs less than a worker-thread hop. It must
+    # never wait for a lock on the event loop, so it never runs on a SQLite writer's session: that session's first
+    # statement (BEGIN IMMEDIATE) waits for the database write lock, which another request holds until its commit,
+    # and that commit needs this very loop to be scheduled. Such requests authenticate on a pooled read connection.
     async def __call__(
         self,
+        request: Request,
         session: SessionDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         if credentials is None:
             raise Unauthenticated("missing bearer token")
-        principal = auth_service.authenticate(session=session, bearer=credentials.credentials)
+        database = get_database(request)
+        if database.is_sqlite and request.method not in READ_METHODS:
+            with database.engine.connect() as connection:
+                principal = auth_service.authenticate(connection=connection, bearer=credentials.credentials)
+        else:
+            principal = auth_service.authenticate(connection=session.connection(), bearer=credentials.credentials)
         if self.scopes and not self.scopes & principal.scopes:
             wanted = sorted(s.value for s in self.scopes)
             raise Forbidden(f"role {principal.role.value!r} lacks scope {' or '.join(wanted)}",

@@ -57,3 +57,20 @@ def test_device_role_requires_a_device_id(client: TestClient, admin_headers: dic
     other = client.post("/api/v1/tokens", json={"name": "o", "role": "viewer", "device_id": "x"},
                         headers=admin_headers)
     assert other.status_code == 422
+
+
+def test_revocation_applies_to_writes_at_once(client: TestClient, admin_headers: dict[str, str]) -> None:
+    # Writes authenticate on a separate read connection on SQLite: it must see the revocation as reads do.
+    created = client.post("/api/v1/tokens", json={"name": "bob", "role": "operator"}, headers=admin_headers).json()
+    bob = {"Authorization": f"Bearer {created['token']}"}
+    assert client.post("/api/v1/models", json={"name": "before"}, headers=bob).status_code == 201
+    assert client.delete(f"/api/v1/tokens/{created['id']}", headers=admin_headers).status_code == 200
+    denied = client.post("/api/v1/models", json={"name": "after"}, headers=bob)
+    assert denied.status_code == 401 and denied.json()["error"]["message"] == "token revoked"
+    assert client.get("/api/v1/models/after", headers=admin_headers).status_code == 404
+
+
+def test_wrong_secret_is_refused_on_writes(client: TestClient, operator_headers: dict[str, str]) -> None:
+    forged = operator_headers["Authorization"][:-4] + "AAAA"
+    response = client.post("/api/v1/models", json={"name": "x"}, headers={"Authorization": forged})
+    assert response.status_code == 401 and response.json()["error"]["message"] == "invalid token"
