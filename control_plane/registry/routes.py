@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from control_plane.auth.roles import Role
@@ -12,7 +13,7 @@ from control_plane.deps import Reader, ReaderOrDevice, SessionDep, Writer
 from control_plane.errors import MAX_DB_INT, PayloadTooLarge, error_responses
 from control_plane.fleet.service import require_manifest_for
 from control_plane.registry import artifacts, service
-from control_plane.registry.models import ModelVersion, RegisteredModel
+from control_plane.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from control_plane.registry.schemas import (
     AliasRead,
     AliasSet,
@@ -51,27 +52,38 @@ def artifact_read(artifact: artifacts.Artifact) -> ArtifactRead:
     return read
 
 
-def version_read(version: ModelVersion) -> VersionRead:
+def version_read(version: ModelVersion, aliases: list[str], artifact_rows: list[artifacts.Artifact]) -> VersionRead:
     """Present a version with its aliases and artifacts."""
     return VersionRead(
         id=version.id, model_name=version.model.name, version=version.version, run_id=version.run_id,
         description=version.description, tags=version.tags, metrics=version.metrics,
         created_by=version.created_by, created_at=version.created_at,
-        aliases=sorted(a.alias for a in version.model.aliases if a.version_id == version.id),
-        artifacts=[artifact_read(a) for a in version.artifacts],
+        aliases=aliases, artifacts=[artifact_read(a) for a in artifact_rows],
     )
 
 
-def model_read(session: SessionDep, model: RegisteredModel) -> ModelRead:
+def stored_version_read(session: SessionDep, version: ModelVersion) -> VersionRead:
+    """Present a stored version: one query for its aliases, one for its artifacts."""
+    return version_read(version, service.version_aliases(session=session, version_id=version.id), version.artifacts)
+
+
+def alias_read(pointer: ModelAlias) -> AliasRead:
+    """Present an alias pointer."""
+    return AliasRead(alias=pointer.alias, version=pointer.version.version, version_id=pointer.version_id,
+                     protected=pointer.protected, updated_at=pointer.updated_at, updated_by=pointer.updated_by)
+
+
+def model_read(model: RegisteredModel, latest_version: int | None, aliases: list[ModelAlias]) -> ModelRead:
     """Present a model with its latest version number and aliases."""
-    read = ModelRead.model_validate(model)
-    read.latest_version = service.latest_version_number(session=session, model_id=model.id)
-    read.aliases = [
-        AliasRead(alias=a.alias, version=a.version.version, version_id=a.version_id, protected=a.protected,
-                  updated_at=a.updated_at, updated_by=a.updated_by)
-        for a in model.aliases
-    ]
-    return read
+    # Built field by field: model_validate(model) would try to validate the ORM alias rows as AliasRead.
+    return ModelRead(id=model.id, name=model.name, description=model.description, tags=model.tags,
+                     created_by=model.created_by, created_at=model.created_at, latest_version=latest_version,
+                     aliases=[alias_read(a) for a in aliases])
+
+
+def stored_model_read(session: SessionDep, model: RegisteredModel) -> ModelRead:
+    """Present a stored model: one query for its latest version, one for its aliases."""
+    return model_read(model, service.latest_version_number(session=session, model_id=model.id), model.aliases)
 
 
 @router.post("/datasets", status_code=status.HTTP_201_CREATED, response_model=DatasetRead, response_model_by_alias=True)
@@ -107,7 +119,8 @@ def get_run(run_id: str, session: SessionDep, _: Reader) -> RunRead:
 @router.post("/models", status_code=status.HTTP_201_CREATED, response_model=ModelRead)
 def create_model(body: ModelCreate, session: SessionDep, caller: Writer) -> ModelRead:
     """Register a model name."""
-    return model_read(session, service.create_model(session=session, request=body, actor=caller.actor))
+    # A model just created has no versions and no aliases: nothing to read back.
+    return model_read(service.create_model(session=session, request=body, actor=caller.actor), None, [])
 
 
 @router.get("/models", response_model=list[ModelRead])
@@ -115,43 +128,52 @@ def list_models(
     session: SessionDep, _: Reader, limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0
 ) -> list[ModelRead]:
     """List registered models."""
-    return [model_read(session, m) for m in service.list_models(session=session, limit=limit, offset=offset)]
+    return [stored_model_read(session, m) for m in service.list_models(session=session, limit=limit, offset=offset)]
 
 
 @router.get("/models/{name}", response_model=ModelRead)
 def get_model(name: str, session: SessionDep, _: Reader) -> ModelRead:
     """Return a model with its aliases."""
-    return model_read(session, service.get_model(session=session, name=name))
+    return stored_model_read(session, service.get_model(session=session, name=name))
 
 
 @router.patch("/models/{name}", response_model=ModelRead)
 def update_model(name: str, body: ModelUpdate, session: SessionDep, caller: Writer) -> ModelRead:
     """Change a model's description or tags."""
-    return model_read(session, service.update_model(session=session, name=name, request=body, actor=caller.actor))
+    return stored_model_read(session, service.update_model(session=session, name=name, request=body,
+                                                           actor=caller.actor))
 
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionRead)
 def create_version(name: str, body: VersionCreate, session: SessionDep, caller: Writer) -> VersionRead:
     """Create an immutable model version."""
-    return version_read(service.create_version(session=session, model_name=name, request=body, actor=caller.actor))
+    # A version just created has no aliases and no artifacts yet: nothing to read back.
+    return version_read(service.create_version(session=session, model_name=name, request=body, actor=caller.actor),
+                        [], [])
 
 
 @router.get("/models/{name}/versions", response_model=list[VersionRead])
 def list_versions(name: str, session: SessionDep, _: Reader) -> list[VersionRead]:
     """List a model's versions."""
-    return [version_read(v) for v in service.list_versions(session=session, model_name=name)]
+    model = service.get_model(session=session, name=name)
+    aliases: dict[str, list[str]] = {}
+    for pointer in model.aliases:  # one query for every version's aliases
+        aliases.setdefault(pointer.version_id, []).append(pointer.alias)
+    return [version_read(v, sorted(aliases.get(v.id, [])), v.artifacts) for v in model.versions]
 
 
+# The two hot reads are async: their three indexed lookups on the request's read session (which never waits for a
+# lock) cost less than the worker-thread hop a sync route takes.
 @router.get("/models/{name}/versions/{version}", response_model=VersionRead)
-def get_version(name: str, version: VersionPath, session: SessionDep, _: Reader) -> VersionRead:
+async def get_version(name: str, version: VersionPath, session: SessionDep, _: Reader) -> VersionRead:
     """Return one version with its artifacts."""
-    return version_read(service.get_version(session=session, model_name=name, version=version))
+    return stored_version_read(session, service.get_version(session=session, model_name=name, version=version))
 
 
 @router.get("/models/{name}/aliases/{alias}", response_model=VersionRead)
-def resolve_alias(name: str, alias: str, session: SessionDep, _: Reader) -> VersionRead:
+async def resolve_alias(name: str, alias: str, session: SessionDep, _: Reader) -> VersionRead:
     """Return the version an alias points at."""
-    return version_read(service.resolve_alias(session=session, model_name=name, alias=alias))
+    return stored_version_read(session, service.resolve_alias(session=session, model_name=name, alias=alias))
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=AliasRead)
@@ -159,8 +181,7 @@ def set_alias(name: str, alias: AliasPath, body: AliasSet, session: SessionDep, 
     """Point an alias at a version (protected aliases need an approver)."""
     pointer = service.set_alias(session=session, model_name=name, alias=alias, version=body.version,
                                 protected=body.protected, principal=caller)
-    return AliasRead(alias=pointer.alias, version=pointer.version.version, version_id=pointer.version_id,
-                     protected=pointer.protected, updated_at=pointer.updated_at, updated_by=pointer.updated_by)
+    return alias_read(pointer)
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
@@ -189,7 +210,10 @@ async def upload_blob(
     if content_length is not None and content_length > store.max_bytes:
         raise PayloadTooLarge(f"artifact exceeds the {store.max_bytes}-byte limit", limit=store.max_bytes)
     digest, size, _ = await store.put_stream(request.stream(), expected_sha256=sha256)
-    _, created = artifacts.record_blob(session=session, sha256=digest, size=size, actor=caller.actor)
+    # In a worker thread: on SQLite this write's first statement waits for the database lock, which must never
+    # be waited for on the event loop (the holder needs the loop to reach its commit).
+    _, created = await run_in_threadpool(artifacts.record_blob, session=session, sha256=digest, size=size,
+                                         actor=caller.actor)
     return BlobRead(sha256=digest, size=size, created=created)
 
 

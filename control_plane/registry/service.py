@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from control_plane.audit import service as audit
 from control_plane.auth.roles import Scope
@@ -126,13 +126,15 @@ def create_version(*, session: Session, model_name: str, request: VersionCreate,
     model = get_model(session=session, name=model_name, lock=True)
     latest = latest_version_number(session=session, model_id=model.id) or 0
     number = request.version if request.version is not None else latest + 1
-    if session.scalar(
+    # latest + 1 cannot exist (the model row is locked); only an explicit number needs the check.
+    if number <= latest and session.scalar(
         select(ModelVersion.id).where(ModelVersion.model_id == model.id, ModelVersion.version == number)
     ) is not None:
         raise Conflict(f"model {model_name!r} already has version {number}")
     if request.run_id is not None:
         get_run(session=session, run_id=request.run_id)
-    version = ModelVersion(model_id=model.id, version=number, run_id=request.run_id,
+    # model=, not model_id=: the response needs the model, and a populated relationship is not loaded again.
+    version = ModelVersion(model=model, version=number, run_id=request.run_id,
                            description=request.description, tags=request.tags, metrics=request.metrics,
                            created_by=actor)
     session.add(version)
@@ -145,14 +147,22 @@ def create_version(*, session: Session, model_name: str, request: VersionCreate,
 
 
 def get_version(*, session: Session, model_name: str, version: int) -> ModelVersion:
-    """Return one version of a model or raise NotFound."""
-    model = get_model(session=session, name=model_name)
+    """Return one version of a model (with its model loaded) or raise NotFound."""
     found = session.scalar(
-        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
+        select(ModelVersion).join(ModelVersion.model).options(contains_eager(ModelVersion.model))
+        .where(RegisteredModel.name == model_name, ModelVersion.version == version)
     )
     if found is None:
+        get_model(session=session, name=model_name)  # says which one is missing: the model or the version
         raise NotFound(f"model {model_name!r} has no version {version}")
     return found
+
+
+def version_aliases(*, session: Session, version_id: str) -> list[str]:
+    """Return the aliases pointing at one version, sorted."""
+    return list(session.scalars(
+        select(ModelAlias.alias).where(ModelAlias.version_id == version_id).order_by(ModelAlias.alias)
+    ))
 
 
 def get_version_by_id(*, session: Session, version_id: str) -> ModelVersion:
@@ -169,12 +179,16 @@ def list_versions(*, session: Session, model_name: str) -> list[ModelVersion]:
 
 
 def resolve_alias(*, session: Session, model_name: str, alias: str) -> ModelVersion:
-    """Return the version an alias points at."""
-    model = get_model(session=session, name=model_name)
-    pointer = session.get(ModelAlias, (model.id, alias))
-    if pointer is None:
+    """Return the version an alias points at (with its model loaded)."""
+    found = session.scalar(
+        select(ModelVersion).join(ModelAlias, ModelAlias.version_id == ModelVersion.id)
+        .join(ModelVersion.model).options(contains_eager(ModelVersion.model))
+        .where(RegisteredModel.name == model_name, ModelAlias.alias == alias, ModelAlias.model_id == RegisteredModel.id)
+    )
+    if found is None:
+        get_model(session=session, name=model_name)  # says which one is missing: the model or the alias
         raise NotFound(f"model {model_name!r} has no alias {alias!r}")
-    return pointer.version
+    return found
 
 
 def set_alias(
@@ -182,7 +196,11 @@ def set_alias(
 ) -> ModelAlias:
     """Point an alias at a version; protected aliases need the approve scope."""
     model = get_model(session=session, name=model_name, lock=True)
-    target = get_version(session=session, model_name=model_name, version=version)
+    target = session.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
+    )
+    if target is None:
+        raise NotFound(f"model {model_name!r} has no version {version}")
     pointer = session.get(ModelAlias, (model.id, alias))
     is_protected = alias in DEFAULT_PROTECTED_ALIASES or bool(pointer and pointer.protected) or bool(protected)
     changes_protection = protected is not None and pointer is not None and protected != pointer.protected
@@ -191,16 +209,17 @@ def set_alias(
                         required_scope=Scope.APPROVE.value)
     previous = pointer.version.version if pointer else None
     if pointer is None:
-        pointer = ModelAlias(model_id=model.id, alias=alias, version_id=target.id, protected=is_protected,
+        # version=target, not version_id=: the response reads the target, and a populated relationship needs no
+        # refresh from the database.
+        pointer = ModelAlias(model_id=model.id, alias=alias, version=target, protected=is_protected,
                              updated_at=utcnow(), updated_by=principal.actor)
         session.add(pointer)
     else:
-        pointer.version_id = target.id
+        pointer.version = target
         pointer.protected = protected if protected is not None else is_protected
         pointer.updated_at = utcnow()
         pointer.updated_by = principal.actor
     session.flush()
-    session.refresh(pointer)
     audit.record(session, actor=principal.actor, action="model_alias.set", resource=("model", model.id),
                  data={"model": model_name, "alias": alias, "from_version": previous, "to_version": version,
                        "protected": pointer.protected})
