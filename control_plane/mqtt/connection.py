@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[mqtt.MQTTMessage], None]
 Protocol = Literal["5", "3.1.1"]
+_MAX_ROUTES = 100_000
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: reason 0 implied)
 
 
@@ -66,6 +67,9 @@ class MqttConnection:
         self.shared_available = False
         self.connect_count = 0
         self._subscriptions: list[_Subscription] = []
+        # topic -> subscriptions whose filter matches it. paho's per-message trie walk (message_callback_add)
+        # cost more than the rest of the dispatch; device topics repeat, so a bounded cache answers instead.
+        self._routes: dict[str, tuple[_Subscription, ...]] = {}
         self._lock = threading.Lock()
         version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
         kwargs: dict[str, Any] = {} if protocol == "5" else {"clean_session": True}
@@ -76,6 +80,7 @@ class MqttConnection:
         # Bound paho's own queue: past it, publish() fails loudly instead of eating memory during an outage.
         self.client.max_queued_messages_set(10_000)
         self.client.max_inflight_messages_set(100)
+        self.client.on_message = self._route
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
@@ -84,9 +89,21 @@ class MqttConnection:
         subscription = _Subscription(topic_filter, handler, qos, shared)
         with self._lock:
             self._subscriptions.append(subscription)
-        self.client.message_callback_add(topic_filter, lambda _c, _u, message: self._dispatch(subscription, message))
+            self._routes = {}
         if self.connected.is_set():
             self._subscribe_one(subscription)
+
+    def _route(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        topic = message.topic
+        subscriptions = self._routes.get(topic)
+        if subscriptions is None:
+            with self._lock:
+                subscriptions = tuple(s for s in self._subscriptions if mqtt.topic_matches_sub(s.topic_filter, topic))
+                if len(self._routes) >= _MAX_ROUTES:  # topics are device-chosen: never grow without bound
+                    self._routes = {}
+                self._routes[topic] = subscriptions
+        for subscription in subscriptions:
+            self._dispatch(subscription, message)
 
     def _dispatch(self, subscription: _Subscription, message: mqtt.MQTTMessage) -> None:
         try:
