@@ -18,6 +18,8 @@ class TelemetryWindowRow(Base):
         UniqueConstraint("device_id", "window_seq", name="uq_telemetry_windows_device_seq"),
         Index("ix_telemetry_windows_model_time", "model_name", "model_version", "window_start"),
         Index("ix_telemetry_windows_received", "received_at"),
+        # ~2 KB rows would otherwise be pglz-compressed into TOAST on every insert (migration 0005).
+        {"postgresql_with": {"toast_tuple_target": 8160}},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
