@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 
 from control_plane.alerts.routes import router as alerts_router
 from control_plane.audit.routes import router as audit_router
@@ -16,13 +16,15 @@ from control_plane.prompts.routes import router as prompts_router
 from control_plane.registry.routes import router as registry_router
 from control_plane.telemetry.routes import router as telemetry_router
 
+API_PREFIX = "/api/v1"
 
-def build_api_router() -> APIRouter:
-    """Assemble the /api/v1 router from each domain."""
+
+def include_api_routers(app: FastAPI) -> None:
+    """Mount every domain's router under /api/v1."""
+    # Each domain router is included in the app directly, not through one /api/v1 router: FastAPI matches nested
+    # included routers level by level on every request, and the extra level cost more than some handlers' SQL.
     # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
-    router = APIRouter(prefix="/api/v1", responses=API_ERROR_RESPONSES)
     domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, telemetry_router,
                drift_router, alerts_router, prompts_router, evals_router)
     for domain_router in domains:
-        router.include_router(domain_router)
-    return router
+        app.include_router(domain_router, prefix=API_PREFIX, responses=API_ERROR_RESPONSES)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from control_plane.auth import service as auth_service
@@ -46,19 +47,22 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """Yield one session per request; commit on success, roll back on error.
 
     Async on purpose: creating a session does no I/O, and each worker-thread hop costs more than the request's own
-    SQL under load. Reads end inline (a rollback of nothing); writes commit in one threadpool hop.
+    SQL under load. Reads end inline (a rollback of nothing). A SQLite write commits inline too: in WAL mode with
+    synchronous=NORMAL its COMMIT appends to the WAL in the OS page cache and never waits for a lock (the writer
+    already holds it). A PostgreSQL commit waits for the server's WAL flush, so it takes one threadpool hop.
     """
     write = request.method not in READ_METHODS
-    session = get_database(request).session(write=write)
+    database = get_database(request)
+    session = database.session(write=write)
     try:
         yield session
     except BaseException:
         await run_in_threadpool(_finish, session, commit=False)
         raise
-    if write:
+    if write and not database.is_sqlite:
         await run_in_threadpool(_finish, session, commit=True)
     else:
-        _finish(session, commit=False)
+        _finish(session, commit=write)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -108,6 +112,15 @@ Approver = Annotated[Principal, Depends(Authorize(Scope.APPROVE))]
 Admin = Annotated[Principal, Depends(Authorize(Scope.ADMIN))]
 Device = Annotated[Principal, Depends(Authorize(Scope.DEVICE))]
 ReaderOrDevice = Annotated[Principal, Depends(Authorize(Scope.READ, Scope.DEVICE))]
+
+
+def json_response(body: BaseModel, status_code: int = 200) -> Response:
+    """Serialise a response schema once, in pydantic-core, as FastAPI would (by alias).
+
+    Returning a Response skips FastAPI's second validation of the returned model against ``response_model``
+    (which stays declared, for the schema), and for a sync route the worker-thread hop that validation takes.
+    """
+    return Response(body.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
 
 
 def require_device(principal: Principal, device_id: str) -> None:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from control_plane.auth.roles import Role
-from control_plane.deps import Reader, ReaderOrDevice, SessionDep, Writer
+from control_plane.deps import Reader, ReaderOrDevice, SessionDep, Writer, json_response
 from control_plane.errors import MAX_DB_INT, PayloadTooLarge, error_responses
 from control_plane.fleet.service import require_manifest_for
 from control_plane.registry import artifacts, service
@@ -62,11 +62,6 @@ def version_read(version: ModelVersion, aliases: list[str], artifact_rows: list[
     )
 
 
-def stored_version_read(session: SessionDep, version: ModelVersion) -> VersionRead:
-    """Present a stored version: one query for its aliases, one for its artifacts."""
-    return version_read(version, service.version_aliases(session=session, version_id=version.id), version.artifacts)
-
-
 def alias_read(pointer: ModelAlias) -> AliasRead:
     """Present an alias pointer."""
     return AliasRead(alias=pointer.alias, version=pointer.version.version, version_id=pointer.version_id,
@@ -117,10 +112,11 @@ def get_run(run_id: str, session: SessionDep, _: Reader) -> RunRead:
 
 
 @router.post("/models", status_code=status.HTTP_201_CREATED, response_model=ModelRead)
-def create_model(body: ModelCreate, session: SessionDep, caller: Writer) -> ModelRead:
+def create_model(body: ModelCreate, session: SessionDep, caller: Writer) -> Response:
     """Register a model name."""
     # A model just created has no versions and no aliases: nothing to read back.
-    return model_read(service.create_model(session=session, request=body, actor=caller.actor), None, [])
+    model = service.create_model(session=session, request=body, actor=caller.actor)
+    return json_response(model_read(model, None, []), status.HTTP_201_CREATED)
 
 
 @router.get("/models", response_model=list[ModelRead])
@@ -145,11 +141,11 @@ def update_model(name: str, body: ModelUpdate, session: SessionDep, caller: Writ
 
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionRead)
-def create_version(name: str, body: VersionCreate, session: SessionDep, caller: Writer) -> VersionRead:
+def create_version(name: str, body: VersionCreate, session: SessionDep, caller: Writer) -> Response:
     """Create an immutable model version."""
     # A version just created has no aliases and no artifacts yet: nothing to read back.
-    return version_read(service.create_version(session=session, model_name=name, request=body, actor=caller.actor),
-                        [], [])
+    version = service.create_version(session=session, model_name=name, request=body, actor=caller.actor)
+    return json_response(version_read(version, [], []), status.HTTP_201_CREATED)
 
 
 @router.get("/models/{name}/versions", response_model=list[VersionRead])
@@ -162,26 +158,27 @@ def list_versions(name: str, session: SessionDep, _: Reader) -> list[VersionRead
     return [version_read(v, sorted(aliases.get(v.id, [])), v.artifacts) for v in model.versions]
 
 
-# The two hot reads are async: their three indexed lookups on the request's read session (which never waits for a
-# lock) cost less than the worker-thread hop a sync route takes.
+# The hot calls return json_response(...): serialised once, without FastAPI re-validating against response_model.
+# The two hot reads are async: their three prebuilt indexed lookups on the request's read session (which never
+# waits for a lock) cost less than the worker-thread hop a sync route takes.
 @router.get("/models/{name}/versions/{version}", response_model=VersionRead)
-async def get_version(name: str, version: VersionPath, session: SessionDep, _: Reader) -> VersionRead:
+async def get_version(name: str, version: VersionPath, session: SessionDep, _: Reader) -> Response:
     """Return one version with its artifacts."""
-    return stored_version_read(session, service.get_version(session=session, model_name=name, version=version))
+    return json_response(service.read_version(session=session, model_name=name, version=version))
 
 
 @router.get("/models/{name}/aliases/{alias}", response_model=VersionRead)
-async def resolve_alias(name: str, alias: str, session: SessionDep, _: Reader) -> VersionRead:
+async def resolve_alias(name: str, alias: str, session: SessionDep, _: Reader) -> Response:
     """Return the version an alias points at."""
-    return stored_version_read(session, service.resolve_alias(session=session, model_name=name, alias=alias))
+    return json_response(service.read_version(session=session, model_name=name, alias=alias))
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=AliasRead)
-def set_alias(name: str, alias: AliasPath, body: AliasSet, session: SessionDep, caller: Writer) -> AliasRead:
+def set_alias(name: str, alias: AliasPath, body: AliasSet, session: SessionDep, caller: Writer) -> Response:
     """Point an alias at a version (protected aliases need an approver)."""
     pointer = service.set_alias(session=session, model_name=name, alias=alias, version=body.version,
                                 protected=body.protected, principal=caller)
-    return alias_read(pointer)
+    return json_response(alias_read(pointer))
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)

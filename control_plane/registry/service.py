@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import cast
+
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session, contains_eager
 
 from control_plane.audit import service as audit
@@ -12,14 +14,50 @@ from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, Forbidden, NotFound
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
-from control_plane.registry.models import Dataset, ModelAlias, ModelVersion, RegisteredModel, TrainingRun
+from control_plane.registry.models import (
+    Artifact,
+    Dataset,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    TrainingRun,
+)
 from control_plane.registry.schemas import (
     DEFAULT_PROTECTED_ALIASES,
+    ArtifactRead,
     DatasetCreate,
     ModelCreate,
     ModelUpdate,
     RunCreate,
     VersionCreate,
+    VersionRead,
+)
+
+_VERSIONS = cast(Table, ModelVersion.__table__)
+_MODELS = cast(Table, RegisteredModel.__table__)
+_ALIASES = cast(Table, ModelAlias.__table__)
+_ARTIFACTS = cast(Table, Artifact.__table__)
+# The hot read path's statements, built once: building ORM statements and loading entities per call cost more
+# than SQLite's own work for these indexed lookups.
+_VERSION_COLUMNS = (
+    _VERSIONS.c.id, _MODELS.c.name.label("model_name"), _VERSIONS.c.version, _VERSIONS.c.run_id,
+    _VERSIONS.c.description, _VERSIONS.c.tags, _VERSIONS.c.metrics, _VERSIONS.c.created_by, _VERSIONS.c.created_at,
+)
+_VERSION_BY_NUMBER = (
+    select(*_VERSION_COLUMNS).join_from(_VERSIONS, _MODELS, _VERSIONS.c.model_id == _MODELS.c.id)
+    .where(_MODELS.c.name == bindparam("model_name"), _VERSIONS.c.version == bindparam("version"))
+)
+_VERSION_BY_ALIAS = (
+    select(*_VERSION_COLUMNS).join_from(_ALIASES, _MODELS, _ALIASES.c.model_id == _MODELS.c.id)
+    .join(_VERSIONS, _VERSIONS.c.id == _ALIASES.c.version_id)
+    .where(_MODELS.c.name == bindparam("model_name"), _ALIASES.c.alias == bindparam("alias"))
+)
+_ALIASES_OF_VERSION = (
+    select(_ALIASES.c.alias).where(_ALIASES.c.version_id == bindparam("version_id")).order_by(_ALIASES.c.alias)
+)
+_ARTIFACTS_OF_VERSION = (
+    select(_ARTIFACTS).where(_ARTIFACTS.c.model_version_id == bindparam("version_id"))
+    .order_by(_ARTIFACTS.c.created_at)
 )
 
 
@@ -158,11 +196,23 @@ def get_version(*, session: Session, model_name: str, version: int) -> ModelVers
     return found
 
 
-def version_aliases(*, session: Session, version_id: str) -> list[str]:
-    """Return the aliases pointing at one version, sorted."""
-    return list(session.scalars(
-        select(ModelAlias.alias).where(ModelAlias.version_id == version_id).order_by(ModelAlias.alias)
-    ))
+def read_version(*, session: Session, model_name: str, version: int | None = None,
+                 alias: str | None = None) -> VersionRead:
+    """Present one version, found by number or by alias, with its aliases and artifacts: three indexed queries."""
+    connection = session.connection()
+    if alias is not None:
+        row = connection.execute(_VERSION_BY_ALIAS, {"model_name": model_name, "alias": alias}).first()
+    else:
+        row = connection.execute(_VERSION_BY_NUMBER, {"model_name": model_name, "version": version}).first()
+    if row is None:
+        get_model(session=session, name=model_name)  # says which one is missing: the model or the version
+        missing = f"alias {alias!r}" if alias is not None else f"version {version}"
+        raise NotFound(f"model {model_name!r} has no {missing}")
+    params = {"version_id": row.id}
+    aliases = list(connection.execute(_ALIASES_OF_VERSION, params).scalars())
+    artifacts = [ArtifactRead(**a._mapping, download_path=f"/api/v1/artifacts/sha256/{a.sha256}")
+                 for a in connection.execute(_ARTIFACTS_OF_VERSION, params)]
+    return VersionRead(**row._mapping, aliases=aliases, artifacts=artifacts)
 
 
 def get_version_by_id(*, session: Session, version_id: str) -> ModelVersion:
