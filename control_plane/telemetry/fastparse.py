@@ -109,21 +109,25 @@ def _gather(messages: Sequence[Mapping[str, Any]], layout: SketchLayout, trusted
         row_indices: list[Any] = []
         row_counts: list[Any] = []
         row_segments = []
+        get = message.get
         for number, name in _FIELD_NUMBERS:
-            value = message.get(name, _ABSENT)
+            # Inline shape checks: this loop runs ten times per window, so no helper calls or generators,
+            # and as few len() calls as the checks allow.
+            value = get(name, _ABSENT)
             if value is _ABSENT:
                 continue
-            # Inline shape checks: this loop runs ten times per window, so no helper calls or generators.
             if type(value) is not list or len(value) != 2:
                 break
             value_indices, value_counts = value
-            if type(value_indices) is not list or type(value_counts) is not list \
-                    or len(value_indices) != len(value_counts):
+            if type(value_indices) is not list or type(value_counts) is not list:
                 break
-            if value_indices:
+            size = len(value_indices)
+            if size != len(value_counts):
+                break
+            if size:
                 row_indices += value_indices
                 row_counts += value_counts
-                row_segments.append((row, number, len(value_indices)))
+                row_segments.append((row, number, size))
         else:
             # Exact ints only (no bools, floats or strings): map(type) runs at C speed, unlike a generator.
             if not trusted[position] and not set(map(type, row_indices)) | set(map(type, row_counts)) <= _INT_ONLY:
