@@ -61,6 +61,15 @@ _ARTIFACTS_OF_VERSION = (
 )
 
 
+# The write path's lookups, built once too (bound per call): statement construction showed up in the profile.
+_MODEL_ID_BY_NAME = select(RegisteredModel.id).where(RegisteredModel.name == bindparam("name"))
+_MODEL_BY_NAME = select(RegisteredModel).where(RegisteredModel.name == bindparam("name"))
+_MODEL_BY_NAME_LOCKED = _MODEL_BY_NAME.with_for_update()
+_LATEST_VERSION = select(func.max(ModelVersion.version)).where(ModelVersion.model_id == bindparam("model_id"))
+_VERSION_OF_MODEL = select(ModelVersion).where(ModelVersion.model_id == bindparam("model_id"),
+                                               ModelVersion.version == bindparam("version"))
+
+
 def create_dataset(*, session: Session, request: DatasetCreate, actor: str) -> Dataset:
     """Register a dataset version; (name, version) is unique."""
     duplicate = session.scalar(
@@ -118,7 +127,7 @@ def get_run(*, session: Session, run_id: str) -> TrainingRun:
 
 def create_model(*, session: Session, request: ModelCreate, actor: str) -> RegisteredModel:
     """Register a model name."""
-    if session.scalar(select(RegisteredModel.id).where(RegisteredModel.name == request.name)) is not None:
+    if session.scalar(_MODEL_ID_BY_NAME, {"name": request.name}) is not None:
         raise Conflict(f"model {request.name!r} already exists")
     model = RegisteredModel(name=request.name, description=request.description, tags=request.tags,
                             created_by=actor)
@@ -131,8 +140,7 @@ def create_model(*, session: Session, request: ModelCreate, actor: str) -> Regis
 
 def get_model(*, session: Session, name: str, lock: bool = False) -> RegisteredModel:
     """Return a model by name or raise NotFound; ``lock`` serialises writers on this model."""
-    query = select(RegisteredModel).where(RegisteredModel.name == name)
-    model = session.scalar(query.with_for_update() if lock else query)
+    model = session.scalar(_MODEL_BY_NAME_LOCKED if lock else _MODEL_BY_NAME, {"name": name})
     if model is None:
         raise NotFound(f"model {name!r} not found")
     return model
@@ -145,7 +153,7 @@ def list_models(*, session: Session, limit: int = 100, offset: int = 0) -> list[
 
 def latest_version_number(*, session: Session, model_id: str) -> int | None:
     """Return the highest version number of a model, if any."""
-    return session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model_id))
+    return session.scalar(_LATEST_VERSION, {"model_id": model_id})
 
 
 def update_model(*, session: Session, name: str, request: ModelUpdate, actor: str) -> RegisteredModel:
@@ -246,9 +254,7 @@ def set_alias(
 ) -> ModelAlias:
     """Point an alias at a version; protected aliases need the approve scope."""
     model = get_model(session=session, name=model_name, lock=True)
-    target = session.scalar(
-        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
-    )
+    target = session.scalar(_VERSION_OF_MODEL, {"model_id": model.id, "version": version})
     if target is None:
         raise NotFound(f"model {model_name!r} has no version {version}")
     pointer = session.get(ModelAlias, (model.id, alias))
