@@ -109,3 +109,24 @@ def test_a_durable_consumer_loses_nothing_across_a_broker_restart(database: Data
         consumer.stop_sync()
         broker.close()
     assert consumer.connection.connect_count >= 2 and consumer.totals.duplicates == 0
+
+
+def test_acks_after_each_commit_keep_a_small_receive_window_flowing(database: Database, dataset_id: str,
+                                                                     baseline: Baseline,
+                                                                     mqtt_broker: PrivateMosquitto) -> None:
+    # The broker sends at most `receive_maximum` unacknowledged messages: without the batched PUBACKs after
+    # each commit the consumer would stall at 10 of the 60 windows.
+    config = TelemetrySettings(batch_size=5, batch_wait_ms=5, receive_maximum=10)
+    consumer = TelemetryConsumer(database, mqtt_broker.url, config, name="small-window")
+    assert consumer.ack_window == 10 and consumer.connection.receive_maximum == 10
+    consumer.start_sync()
+    client = publisher(mqtt_broker)
+    try:
+        for message in windows(baseline, device_id="dev-w", count=60, rows=20):
+            client.publish(device_topic("dev-w", "telemetry"), encode(message), qos=1).wait_for_publish(10)
+        wait_for(lambda: count(database, TelemetryWindowRow) == 60)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        consumer.stop_sync()
+    assert consumer.totals.stored == 60 and consumer.failed_batches == 0
