@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--evidently-features", default="25,50", help="features at 100k rows Evidently also runs")
     parser.add_argument("--evidently-methods", default="psi,ks")
     parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument("--output", help="results file (default benchmarks/results/drift_exact[_quick].json)")
     args = parser.parse_args()
     grid_rows, grid_features = parse_grid(args.rows), parse_grid(args.features)
     ev_rows, ev_features = parse_grid(args.evidently_rows), parse_grid(args.evidently_features)
@@ -241,10 +242,11 @@ def main() -> None:
     results["load_average_at_end"] = os.getloadavg()
     print_tables(results, args.threads)
     results.update(convention(results))
-    out = ROOT / "results" / ("drift_exact_quick.json" if args.quick else "drift_exact.json")
+    default = ROOT / "results" / ("drift_exact_quick.json" if args.quick else "drift_exact.json")
+    out = Path(args.output) if args.output else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT.parent)}")
+    print(f"\nwrote {out}")
 
 
 def print_tables(results: dict[str, Any], threads: int) -> None:
