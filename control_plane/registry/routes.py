@@ -52,10 +52,11 @@ def artifact_read(artifact: artifacts.Artifact) -> ArtifactRead:
     return read
 
 
-def version_read(version: ModelVersion, aliases: list[str], artifact_rows: list[artifacts.Artifact]) -> VersionRead:
-    """Present a version with its aliases and artifacts."""
+def version_read(version: ModelVersion, model_name: str, aliases: list[str],
+                 artifact_rows: list[artifacts.Artifact]) -> VersionRead:
+    """Present a version of the model ``model_name`` with its aliases and artifacts."""
     return VersionRead(
-        id=version.id, model_name=version.model.name, version=version.version, run_id=version.run_id,
+        id=version.id, model_name=model_name, version=version.version, run_id=version.run_id,
         description=version.description, tags=version.tags, metrics=version.metrics,
         created_by=version.created_by, created_at=version.created_at,
         aliases=aliases, artifacts=[artifact_read(a) for a in artifact_rows],
@@ -145,7 +146,7 @@ def create_version(name: str, body: VersionCreate, session: SessionDep, caller: 
     """Create an immutable model version."""
     # A version just created has no aliases and no artifacts yet: nothing to read back.
     version = service.create_version(session=session, model_name=name, request=body, actor=caller.actor)
-    return json_response(version_read(version, [], []), status.HTTP_201_CREATED)
+    return json_response(version_read(version, name, [], []), status.HTTP_201_CREATED)
 
 
 @router.get("/models/{name}/versions", response_model=list[VersionRead])
@@ -155,7 +156,7 @@ def list_versions(name: str, session: SessionDep, _: Reader) -> list[VersionRead
     aliases: dict[str, list[str]] = {}
     for pointer in model.aliases:  # one query for every version's aliases
         aliases.setdefault(pointer.version_id, []).append(pointer.alias)
-    return [version_read(v, sorted(aliases.get(v.id, [])), v.artifacts) for v in model.versions]
+    return [version_read(v, model.name, sorted(aliases.get(v.id, [])), v.artifacts) for v in model.versions]
 
 
 # The hot calls return json_response(...): serialised once, without FastAPI re-validating against response_model.
