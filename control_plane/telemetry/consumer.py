@@ -27,25 +27,33 @@ Received = tuple[IncomingMessage, int, int]  # message, MQTT packet id, QoS
 
 
 class Inbox:
-    """Hand-off from paho's network thread to the batcher: a deque plus an event set when work arrives.
+    """Hand-off from paho's network thread to the batcher: a deque plus an event set when work is due.
 
     queue.Queue takes a lock and notifies a condition on every put and get (~25 us per message here);
-    deque.append is atomic, and the event is only touched when the batcher may be asleep.
+    deque.append is atomic. The event is set only when the batcher has something to do: the first message
+    of a batch, enough messages to fill it, or a stop. Within a batch window the batcher sleeps until its
+    deadline instead of waking (and taking the GIL) once per message.
     """
 
     def __init__(self) -> None:
         self._items: deque[Received | None] = deque()
         self._ready = threading.Event()
+        self._wake_at = 1  # queued items that make put() wake the batcher
+        self._stop_queued = False
 
     def put(self, item: Received | None) -> None:
-        """Add one message (None: stop), waking the batcher if it waits."""
+        """Add one message (None: stop), waking the batcher if it now has work."""
         self._items.append(item)
-        if not self._ready.is_set():
+        if item is None:
+            self._stop_queued = True
+            self._ready.set()
+        elif len(self._items) >= self._wake_at and not self._ready.is_set():
             self._ready.set()
 
     def take(self, limit: int, wait_seconds: float) -> tuple[list[Received], bool]:
         """Block for the first message, then gather up to `limit` for at most `wait_seconds`; True on stop."""
         items, ready = self._items, self._ready
+        self._wake_at = 1
         while not items:
             # Clear before looking: a put() after the look sets the event again, so no wake-up is lost.
             ready.clear()
@@ -59,14 +67,14 @@ class Inbox:
                 if item is None:
                     return batch, True
                 batch.append(item)
-            if len(batch) >= limit:
-                return batch, False
-            ready.clear()
-            if items:
-                continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not ready.wait(remaining):
+            if len(batch) >= limit or remaining <= 0:
                 return batch, False
+            self._wake_at = limit - len(batch)
+            ready.clear()
+            if len(items) >= self._wake_at or self._stop_queued:
+                continue
+            ready.wait(remaining)
 
 
 class TelemetryConsumer:

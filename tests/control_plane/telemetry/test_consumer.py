@@ -14,8 +14,8 @@ from control_plane.drift.baseline import Baseline
 from control_plane.mqtt.broker import PrivateMosquitto
 from control_plane.mqtt.topics import device_topic
 from control_plane.telemetry.config import TelemetrySettings
-from control_plane.telemetry.consumer import TelemetryConsumer
-from control_plane.telemetry.ingest import IngestResult
+from control_plane.telemetry.consumer import Inbox, TelemetryConsumer
+from control_plane.telemetry.ingest import IncomingMessage, IngestResult
 from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow
 from tests.control_plane.telemetry.simulate import encode
 from tests.control_plane.telemetry.test_ingest import windows
@@ -130,3 +130,15 @@ def test_acks_after_each_commit_keep_a_small_receive_window_flowing(database: Da
         client.disconnect()
         consumer.stop_sync()
     assert consumer.totals.stored == 60 and consumer.failed_batches == 0
+
+
+def test_inbox_fills_a_batch_to_its_limit_and_returns_a_partial_one_at_the_deadline() -> None:
+    inbox = Inbox()
+    received = [(IncomingMessage(payload=b"{}", received_at=0.0), mid, 1) for mid in range(5)]
+    for item in received:
+        inbox.put(item)
+    assert inbox.take(limit=3, wait_seconds=60) == (received[:3], False)  # full: no wait for the deadline
+    assert inbox.take(limit=3, wait_seconds=0.01) == (received[3:], False)  # deadline: what arrived
+    inbox.put(received[0])
+    inbox.put(None)
+    assert inbox.take(limit=3, wait_seconds=60) == ([received[0]], True)  # a stop ends the batch at once
