@@ -16,6 +16,7 @@ from control_plane.errors import ServiceUnavailable, install_error_handlers
 from control_plane.fleet.bridge import fleet_bridge
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
+from control_plane.retention import RetentionPolicy, retention_worker
 from control_plane.settings import Settings
 from control_plane.signing import Signer
 from control_plane.telemetry.workers import telemetry_workers
@@ -30,6 +31,9 @@ def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
     if settings.mqtt_url:
         workers.append(fleet_bridge(app, settings))
     workers += telemetry_workers(app, settings)  # ingest consumers (when mqtt_url is set) and drift monitors
+    # Built here, so a retention shorter than the ingest's dedup horizon stops start-up with the reason.
+    workers.append(retention_worker(app.state.database, RetentionPolicy.from_settings(settings),
+                                    settings.retention_interval_seconds))
     return workers
 
 

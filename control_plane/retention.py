@@ -134,11 +134,15 @@ def _purge_table(database: Database, target: Target, older: ColumnElement[bool],
                                        .limit(batch_size)))
             if not ids:
                 return total
-            session.execute(delete(target.id_column.class_).where(target.id_column.in_(ids)))
-            audit.record(session, actor=ACTOR, action="retention.purged", resource=("table", target.table),
-                         data={"rows": len(ids), "first_id": ids[0], "last_id": ids[-1],
-                               "older_than": datetime.fromtimestamp(cutoff, UTC).isoformat()})
-        total += len(ids)
+            result = session.execute(delete(target.id_column.class_).where(target.id_column.in_(ids))
+                                     .execution_options(synchronize_session=False))
+            # Another replica may have purged some of these ids first: count and audit only what we deleted.
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+            if deleted:
+                audit.record(session, actor=ACTOR, action="retention.purged", resource=("table", target.table),
+                             data={"rows": deleted, "first_id": ids[0], "last_id": ids[-1],
+                                   "older_than": datetime.fromtimestamp(cutoff, UTC).isoformat()})
+        total += deleted
         if len(ids) < batch_size:
             return total
 
@@ -151,4 +155,5 @@ def retention_worker(database: Database, policy: RetentionPolicy, interval: floa
         if report.total:
             log.info("retention purged %s", report.deleted)
 
-    return PeriodicWorker("retention", interval, step)
+    # No purge on shutdown: a large backlog would hold up the stop, and the next start's schedule catches up.
+    return PeriodicWorker("retention", interval, step, final_step=False)

@@ -28,10 +28,11 @@ class Worker(Protocol):
 class PeriodicWorker:
     """Run a blocking function in a thread every ``interval`` seconds; errors are logged, never fatal."""
 
-    def __init__(self, name: str, interval: float, step: Callable[[], None]) -> None:
+    def __init__(self, name: str, interval: float, step: Callable[[], None], *, final_step: bool = True) -> None:
         self.name = name
         self.interval = interval
         self._step = step
+        self._final_step = final_step
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -51,8 +52,9 @@ class PeriodicWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         # One last step on shutdown, so e.g. the final audit head is checkpointed.
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._step)
+        if self._final_step:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._step)
 
 
 def audit_checkpointer(database: Database, signer: Signer, interval: float) -> PeriodicWorker:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from control_plane.cli.main import app as cli
 from control_plane.db.migrate import upgrade
 from control_plane.db.session import Database
 from control_plane.fleet.models import DeviceEvent
+from control_plane.main import create_app
 from control_plane.retention import DAY, RetentionConfigError, RetentionPolicy, purge
 from control_plane.settings import Settings
 from control_plane.telemetry.config import TelemetrySettings
@@ -78,7 +80,8 @@ def test_purge_deletes_only_expired_rows_in_audited_batches(settings: Settings, 
     assert {e.actor for e in entries} == {"system:retention"}
     rows_by_table: dict[str, int] = {}
     for entry in entries:
-        rows_by_table[entry.resource_id] = rows_by_table.get(entry.resource_id, 0) + json.loads(entry.body)["data"]["rows"]
+        rows = json.loads(entry.body)["data"]["rows"]
+        rows_by_table[entry.resource_id] = rows_by_table.get(entry.resource_id, 0) + rows
     assert rows_by_table == report.deleted
 
     assert purge(database, policy, now=NOW).total == 0, "a second pass finds nothing and writes nothing"
@@ -99,6 +102,12 @@ def test_telemetry_retention_must_outlive_the_dedup_horizon(settings: Settings) 
         RetentionPolicy.from_settings(too_short, TelemetrySettings(max_age_seconds=7 * DAY))
     assert RetentionPolicy.from_settings(too_short, TelemetrySettings(max_age_seconds=2 * DAY)).days[
         "telemetry_windows"] == 7
+
+
+def test_app_refuses_to_start_with_a_retention_shorter_than_the_dedup_horizon(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"retention_telemetry_days": 3}))
+    with pytest.raises(RetentionConfigError, match="EDGELOOP_RETENTION_TELEMETRY_DAYS=3"), TestClient(app):
+        pass
 
 
 def test_cli_purge_dry_run_then_purge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
