@@ -108,7 +108,10 @@ def test_a_durable_consumer_loses_nothing_across_a_broker_restart(database: Data
     finally:
         consumer.stop_sync()
         broker.close()
-    assert consumer.connection.connect_count >= 2 and consumer.totals.duplicates == 0
+    assert count(database, TelemetryWindowRow) == 10, "exactly-once storage"
+    # At-least-once delivery: a PUBACK still on its way when the broker stopped gets its window redelivered
+    # (seen once, on a loaded machine); the ingest counts it as a duplicate and stores nothing more.
+    assert consumer.connection.connect_count >= 2 and consumer.totals.duplicates <= 5
 
 
 def test_acks_after_each_commit_keep_a_small_receive_window_flowing(database: Database, dataset_id: str,
