@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -17,6 +16,7 @@ from control_plane.fleet.bridge import fleet_bridge
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
 from control_plane.retention import RetentionPolicy, retention_worker
+from control_plane.runtime import serving_gc
 from control_plane.settings import Settings
 from control_plane.signing import Signer
 from control_plane.telemetry.workers import telemetry_workers
@@ -35,23 +35,6 @@ def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
     workers.append(retention_worker(app.state.database, RetentionPolicy.from_settings(settings),
                                     settings.retention_interval_seconds))
     return workers
-
-
-@contextmanager
-def serving_gc() -> Iterator[None]:
-    """Freeze what start-up allocated out of the garbage collector while serving; unfreeze on shutdown."""
-    # Everything alive after start-up (modules, routes, schemas, mappers, the ML libraries) lives as long as the
-    # process. Frozen, the collector stops rescanning it, so an oldest-generation collection no longer lands on one
-    # unlucky request as a pause of tens of milliseconds. The thresholds stay at their defaults: measured here,
-    # a request leaves ~30 tracked objects behind, and a young-generation threshold of 50,000 turned ~66 pauses
-    # of <1 ms into one of 30-120 ms for the same total. Unfrozen on shutdown, so a process that builds many
-    # apps (the tests) still collects the old ones.
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -22,9 +22,6 @@ class TelemetrySettings(BaseSettings):
     receive_maximum: int = Field(default=0, ge=0, le=65_535, description=(
         "Unacknowledged windows the broker may send one consumer (MQTT 5 Receive Maximum); it bounds a"
         " manually acknowledged batch. 0: twice batch_size, so the next batch arrives while one is written."))
-    gc_freeze: bool = Field(default=True, description=(
-        "gc.freeze() when a consumer starts, so full collections skip the start-up heap (modules, app,"
-        " engine): they otherwise scan all of it and paused an ingest consumer for 70-220 ms."))
     consumers: int = Field(default=1, ge=0, description="MQTT ingest consumers in this process (shared subscription).")
     manual_ack: bool = Field(default=True, description="PUBACK only after the batch is committed (at-least-once).")
     session_expiry_seconds: int = Field(default=3600, ge=0, description=(

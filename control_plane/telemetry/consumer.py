@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import socket
 import threading
@@ -123,10 +122,6 @@ class TelemetryConsumer:
 
     def start_sync(self, timeout: float | None = 10.0) -> None:
         """Start the batcher, subscribe, connect; with a timeout, wait for the first connection."""
-        if self.config.gc_freeze:
-            # Start-up objects live as long as the process; with them frozen, a generation-2 collection
-            # only walks what was allocated since, so it no longer stalls a batch for a tenth of a second.
-            gc.freeze()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         self.connection.subscribe(fleet_filter("telemetry"), self._on_message, qos=1,
