@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, Float, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from control_plane.audit import service as audit
@@ -36,29 +35,28 @@ class RetentionConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """One purgeable table: its id column, its age column and how a cutoff is expressed in that column."""
+    """One purgeable table: its id column and the column holding when a row was received."""
 
-    table: str
     id_column: InstrumentedAttribute[int]
     age_column: InstrumentedAttribute[Any]
-    cutoff: Callable[[float], Any]
+
+    @property
+    def table(self) -> str:
+        """Return the table's name."""
+        return str(self.id_column.class_.__tablename__)
+
+    def older_than(self, cutoff: float) -> ColumnElement[bool]:
+        """Rows received before ``cutoff`` (epoch seconds in Float columns, an aware UTC datetime otherwise)."""
+        is_epoch = isinstance(self.age_column.type, Float)
+        return self.age_column < (cutoff if is_epoch else datetime.fromtimestamp(cutoff, UTC))
 
 
-def _epoch(cutoff: float) -> float:
-    return cutoff
-
-
-def _datetime(cutoff: float) -> datetime:
-    return datetime.fromtimestamp(cutoff, UTC)
-
-
-TARGETS: dict[str, Target] = {
-    "telemetry_windows": Target("telemetry_windows", TelemetryWindowRow.id, TelemetryWindowRow.received_at, _epoch),
-    "telemetry_labels": Target("telemetry_labels", GroundTruthLabel.id, GroundTruthLabel.received_at, _epoch),
-    "telemetry_quarantine": Target("telemetry_quarantine", QuarantinedMessage.id, QuarantinedMessage.received_at,
-                                   _epoch),
-    "fleet_device_events": Target("fleet_device_events", DeviceEvent.id, DeviceEvent.received_at, _datetime),
-}
+TARGETS = {target.table: target for target in (
+    Target(TelemetryWindowRow.id, TelemetryWindowRow.received_at),
+    Target(GroundTruthLabel.id, GroundTruthLabel.received_at),
+    Target(QuarantinedMessage.id, QuarantinedMessage.received_at),
+    Target(DeviceEvent.id, DeviceEvent.received_at),
+)}
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,7 @@ def purge(database: Database, policy: RetentionPolicy, *, now: float | None = No
             continue
         cutoff = now - days * DAY
         report.cutoffs[name] = cutoff
-        older: ColumnElement[bool] = target.age_column < target.cutoff(cutoff)
+        older = target.older_than(cutoff)
         if dry_run:
             with database.transaction(write=False) as session:
                 report.deleted[name] = int(session.scalar(select(func.count()).where(older)) or 0)
