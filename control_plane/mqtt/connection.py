@@ -64,6 +64,10 @@ class MqttConnection:
         # otherwise applies its max_inflight_messages (100), which caps a manually acknowledged batch.
         self.receive_maximum = receive_maximum
         self.connected = threading.Event()
+        # Set once connected *and* every subscription's SUBACK is back: before that, a message published by
+        # someone else can reach the broker ahead of our SUBSCRIBE and, for a new session, is simply not ours.
+        self.ready = threading.Event()
+        self._pending_subacks: set[int] = set()
         self.shared_available = False
         self.connect_count = 0
         self._subscriptions: list[_Subscription] = []
@@ -83,6 +87,7 @@ class MqttConnection:
         self.client.on_message = self._route
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
 
     def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1, shared: bool = True) -> None:
         """Register a handler; it is (re)subscribed on every connect, shared across replicas if possible."""
@@ -90,8 +95,8 @@ class MqttConnection:
         with self._lock:
             self._subscriptions.append(subscription)
             self._routes = {}
-        if self.connected.is_set():
-            self._subscribe_one(subscription)
+            if self.connected.is_set():
+                self._subscribe_one(subscription)
 
     def _route(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
@@ -112,10 +117,24 @@ class MqttConnection:
             log.exception("handler for %s failed on %s", subscription.topic_filter, message.topic)
 
     def _subscribe_one(self, subscription: _Subscription) -> None:
+        # Called with self._lock held, so the SUBACK (handled under the same lock) cannot overtake the mid.
         topic = subscription.topic_filter
         if subscription.shared and self.shared_available:
             topic = f"$share/{self.shared_group}/{topic}"
-        self.client.subscribe(topic, qos=subscription.qos)
+        result, mid = self.client.subscribe(topic, qos=subscription.qos)
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._pending_subacks.add(mid)
+            self.ready.clear()
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      _properties: Properties | None) -> None:
+        for code in reason_codes:
+            if code.is_failure:
+                log.warning("broker refused a subscription: %s", code)
+        with self._lock:
+            self._pending_subacks.discard(mid)
+            if not self._pending_subacks and self.connected.is_set():
+                self.ready.set()
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode,
                     properties: Properties | None) -> None:
@@ -127,16 +146,19 @@ class MqttConnection:
         self.shared_available = self.protocol == "5" and bool(advertised)
         self.connect_count += 1
         with self._lock:
-            subscriptions = list(self._subscriptions)
-        for subscription in subscriptions:
-            self._subscribe_one(subscription)
-        self.connected.set()
+            self._pending_subacks.clear()
+            self.connected.set()
+            for subscription in self._subscriptions:
+                self._subscribe_one(subscription)
+            if not self._pending_subacks:
+                self.ready.set()
         log.info("connected to %s:%s (MQTT %s, shared=%s)", self.address.host, self.address.port, self.protocol,
                  self.shared_available)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode,
                        _properties: Properties | None) -> None:
         self.connected.clear()
+        self.ready.clear()
         if reason_code.value == 0:  # our own disconnect() during shutdown
             log.info("disconnected from broker")
         else:
@@ -151,11 +173,11 @@ class MqttConnection:
         return properties
 
     def start(self, timeout: float | None = 10.0) -> None:
-        """Connect in the background; with a timeout, wait for the first CONNACK or raise ServiceUnavailable."""
+        """Connect in the background; with a timeout, wait until subscribed (or raise ServiceUnavailable)."""
         self.client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive,
                                   properties=self.connect_properties())
         self.client.loop_start()
-        if timeout is not None and not self.connected.wait(timeout):
+        if timeout is not None and not self.ready.wait(timeout):
             raise ServiceUnavailable(f"MQTT broker {self.address.host}:{self.address.port} not reachable")
 
     def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,

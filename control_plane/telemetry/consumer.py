@@ -141,7 +141,7 @@ class TelemetryConsumer:
         self.connection.client.connect_async(address.host, address.port, keepalive=self.connection.keepalive,
                                              clean_start=False, properties=properties)
         self.connection.client.loop_start()
-        if timeout is not None and not self.connection.connected.wait(timeout):
+        if timeout is not None and not self.connection.ready.wait(timeout):
             raise ServiceUnavailable(f"MQTT broker {address.host}:{address.port} not reachable")
 
     async def stop(self) -> None:
