@@ -1,0 +1,88 @@
+"""Constrained types shared by every schema and message parser that reaches the database.
+
+One set of bounds for both engines, so a value that would fail only inside SQLite or PostgreSQL is refused
+at the edge with a 422 (API) or a quarantine reason (MQTT) naming the field, never a 500 or a lost batch:
+- integers: SQLite INTEGER and PostgreSQL BIGINT are signed 64-bit; PostgreSQL INTEGER columns are 32-bit.
+- text: PostgreSQL refuses NUL in text (SQLite keeps it); every free-form field has a documented length cap.
+- floats: JSON has no NaN or Infinity; a non-finite number is refused, never stored as null.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, StrictInt
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+# Length caps for free-form text, in characters (documented in docs/api-limits.md).
+NAME_MAX = 200
+LABEL_MAX = 100
+SHORT_TEXT_MAX = 1_000
+DESCRIPTION_MAX = 10_000
+LONG_TEXT_MAX = 100_000
+
+
+def refuse_nul(value: str) -> str:
+    """Refuse a NUL character, which PostgreSQL cannot store in text."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def refuse_non_finite(value: float) -> float:
+    """Refuse NaN and ±Infinity."""
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def refuse_nul_deep(value: Any, depth: int = 0, max_depth: int = 32) -> Any:
+    """Refuse NUL characters and non-finite floats anywhere in a JSON-like value, and nesting past max_depth."""
+    if depth > max_depth:
+        raise ValueError(f"nested deeper than {max_depth} levels")
+    if isinstance(value, str):
+        return refuse_nul(value)
+    if isinstance(value, float):
+        return refuse_non_finite(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("integer outside the signed 64-bit range")
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(str(key))
+            refuse_nul_deep(item, depth + 1, max_depth)
+        return value
+    if isinstance(value, list | tuple):
+        for item in value:
+            refuse_nul_deep(item, depth + 1, max_depth)
+    return value
+
+
+# Integers: strict (no bool, no numeric strings), bounded by the column they land in.
+Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=INT32_MAX)]
+PositiveInt32 = Annotated[StrictInt, Field(ge=1, le=INT32_MAX)]
+NonNegativeInt32 = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
+Int64 = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+NonNegativeInt64 = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+PositiveInt64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
+
+# Floats that JSON can carry and both engines store.
+FiniteFloat = Annotated[float, AfterValidator(refuse_non_finite)]
+
+# Text without NUL, capped by kind.
+SafeStr = Annotated[str, AfterValidator(refuse_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(refuse_nul)]
+Label = Annotated[str, Field(min_length=1, max_length=LABEL_MAX), AfterValidator(refuse_nul)]
+ShortText = Annotated[str, Field(max_length=SHORT_TEXT_MAX), AfterValidator(refuse_nul)]
+Description = Annotated[str, Field(max_length=DESCRIPTION_MAX), AfterValidator(refuse_nul)]
+LongText = Annotated[str, Field(max_length=LONG_TEXT_MAX), AfterValidator(refuse_nul)]
+
+# Free-form JSON objects (evidence, metadata): bounded depth, no NUL, finite numbers, 64-bit integers.
+SafeJson = Annotated[dict[str, Any], AfterValidator(refuse_nul_deep)]
