@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from sqlalchemy.orm import Session
@@ -17,9 +18,10 @@ err_console = Console(stderr=True)
 CLI_ACTOR = "admin:cli"
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment (EDGELOOP_*)."""
-    return Settings()
+def load_settings(**options: Any) -> Settings:
+    """Read settings from the environment (EDGELOOP_*, .env); command-line options that were given win."""
+    given = {name: value for name, value in options.items() if value is not None}
+    return Settings(**given)
 
 
 @contextmanager

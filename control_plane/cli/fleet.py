@@ -212,7 +212,7 @@ def provision_fleet(*, count: int, prefix: str, group: str, factory: ManifestFac
 def simulate(
     devices_count: Annotated[int, typer.Option("--devices", help="How many devices to simulate.")] = 10,
     prefix: str = "sim-", group: str = "sim", duration: float = 60.0, workers: int = 4,
-    state_root: Annotated[Path, typer.Option()] = Path(".edgeloop/sim"),
+    state_root: Annotated[Path | None, typer.Option(help="Default: <EDGELOOP_DATA_DIR>/sim.")] = None,
 ) -> None:
     """Provision N devices and run them with the edge agent's simulator (one process, real MQTT and HTTP)."""
     from dataclasses import replace
@@ -222,6 +222,7 @@ def simulate(
 
     factory = _factory()
     settings = factory.settings
+    state_root = state_root or settings.data_dir / "sim"
     broker = settings.mqtt_public_url or settings.mqtt_url
     if not broker:
         raise typer.BadParameter("set EDGELOOP_MQTT_URL (or EDGELOOP_MQTT_PUBLIC_URL)")

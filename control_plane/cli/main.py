@@ -10,13 +10,16 @@ import typer
 from control_plane.bootstrap import prepare
 from control_plane.cli.admin import audit_app, db_app, token_app
 from control_plane.cli.context import load_settings
+from control_plane.cli.errors import DEBUG_KEY, LOG_FILE_KEY, OneLineErrors
 from control_plane.cli.evals import eval_app
 from control_plane.cli.fleet import fleet_app
 from control_plane.cli.prompts import prompt_app
 from control_plane.cli.registry import registry_app
+from control_plane.logs import configure_cli_logging
+from control_plane.preflight import run_preflight
 from control_plane.settings import Settings
 
-app = typer.Typer(help="Edgeloop: LLMOps and edge-aware control plane.", no_args_is_help=True)
+app = typer.Typer(help="Edgeloop: LLMOps and edge-aware control plane.", no_args_is_help=True, cls=OneLineErrors)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
@@ -24,6 +27,23 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(eval_app, name="eval")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", envvar="EDGELOOP_DEBUG",
+                                        help="Show tracebacks and third-party log output.")] = False,
+) -> None:
+    """Edgeloop: LLMOps and edge-aware control plane."""
+    ctx.meta[DEBUG_KEY] = debug
+    use_log_file(ctx, load_settings())
+
+
+def use_log_file(ctx: typer.Context, settings: Settings) -> None:
+    """Log everything to ``<data_dir>/edgeloop.log`` (when writable), only Edgeloop's own warnings to the console."""
+    log_file = settings.data_dir / "edgeloop.log" if settings.data_dir.is_dir() else None
+    ctx.meta[LOG_FILE_KEY] = configure_cli_logging(log_file, debug=bool(ctx.meta.get(DEBUG_KEY)))
 
 
 def run_server(settings: Settings) -> None:
@@ -36,33 +56,41 @@ def run_server(settings: Settings) -> None:
                 access_log=False)
 
 
+# Options that mirror a setting default to None ("unset"), so the precedence is always
+# command-line option > EDGELOOP_* environment / .env > default.
+HostOption = Annotated[str | None, typer.Option(help="Overrides EDGELOOP_HOST.")]
+PortOption = Annotated[int | None, typer.Option(help="Overrides EDGELOOP_PORT.")]
+DataDirOption = Annotated[Path | None, typer.Option(help="Overrides EDGELOOP_DATA_DIR.")]
+
+
 @app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Overrides EDGELOOP_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides EDGELOOP_PORT.")] = None,
-) -> None:
+def serve(ctx: typer.Context, host: HostOption = None, port: PortOption = None,
+          data_dir: DataDirOption = None) -> None:
     """Apply migrations and serve the API."""
-    settings = load_settings()
-    if host is not None:
-        settings.host = host
-    if port is not None:
-        settings.port = port
+    settings = load_settings(host=host, port=port, data_dir=data_dir)
+    use_log_file(ctx, settings)
+    run_preflight(settings)
     prepare(settings)
     run_server(settings)
 
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database and artifacts.")] = Path(
-        ".edgeloop"),
-    port: int = 8000,
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
     devices: Annotated[int, typer.Option(min=1, max=2000, help="Simulated edge agents.")] = 8,
     once: Annotated[bool, typer.Option(help="Exit after the rollout instead of serving.")] = False,
 ) -> None:
     """Run the loop on embedded defaults: SQLite, a private broker, a simulated fleet and a waved rollout."""
+    settings = load_settings(host=host, port=port, data_dir=data_dir)
+    run_preflight(settings, private_broker=True)  # before any slow work: model training, broker, fleet
+    use_log_file(ctx, settings)
+
     from control_plane.demo import run_demo
 
-    result = run_demo(Settings(data_dir=data_dir, port=port), devices=devices, once=once)
+    result = run_demo(settings, devices=devices, once=once)
     raise typer.Exit(0 if result.rollout_state == "succeeded" else 1)
 
 

@@ -50,5 +50,5 @@ def test_cli_end_to_end(env: Path, tmp_path: Path) -> None:
 def test_missing_model_is_a_clean_error(env: Path) -> None:
     runner.invoke(app, ["db", "upgrade"])
     result = runner.invoke(app, ["registry", "show", "nope"])
-    assert result.exit_code != 0
-    assert "not found" in str(result.exception)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "edgeloop: model 'nope' not found"
