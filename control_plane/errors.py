@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 
@@ -126,8 +126,13 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-async def _handle_edgeloop_error(_: Request, exc: Exception) -> JSONResponse:
+async def _handle_edgeloop_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EdgeloopError)
+    # The web UI registers an HTML renderer: its pages answer errors as pages, the API always as JSON.
+    render_html = getattr(request.app.state, "html_error_renderer", None)
+    if render_html is not None and request.url.path.startswith("/ui/"):
+        page: Response = render_html(request, exc)
+        return page
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
     return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers)
 

@@ -20,6 +20,7 @@ from control_plane.runtime import serving_gc
 from control_plane.settings import Settings
 from control_plane.signing import Signer
 from control_plane.telemetry.workers import telemetry_workers
+from control_plane.ui.routes import install_ui
 from control_plane.workers import Worker, audit_checkpointer
 
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit_signer = Signer.load_or_create(settings.audit_key_path or settings.keys_dir / "audit.pem")
     install_error_handlers(app)
     include_api_routers(app)
+    install_ui(app, settings)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     retention_device_events_days: float = Field(default=90.0, ge=0, description="Device status/presence (0: keep).")
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the purge runs.")
     retention_batch_size: int = Field(default=5000, ge=1, le=100_000, description="Rows per purge transaction.")
+    ui_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86_400,
+                                    description="Web UI sessions expire after this (the token may outlive it).")
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None

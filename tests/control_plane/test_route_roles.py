@@ -14,10 +14,13 @@ from fastapi.routing import APIRoute
 from control_plane.deps import Authorize
 from control_plane.main import create_app
 from control_plane.settings import Settings
+from control_plane.ui.auth import checked_form, current_viewer
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Probes must answer without credentials (load balancers, orchestrators); nothing else may.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# The web UI's sign-in page is public by nature; it checks its own pre-login CSRF token.
+UI_PUBLIC_PATHS = frozenset({"/ui/login"})
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +62,40 @@ def test_the_route_table_is_not_empty(app: FastAPI) -> None:
     assert {"/api/v1/models", "/api/v1/audit/verify", "/healthz"} <= paths
 
 
+def calls(dependant: Dependant) -> Iterator[object]:
+    """Yield every dependency callable in a tree."""
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from calls(dependency)
+
+
 def test_every_write_route_requires_a_scope(app: FastAPI) -> None:
     unguarded = [
         f"{sorted(route.methods & WRITE_METHODS)} {route.path}"
         for route in api_routes(app)
-        if route.methods & WRITE_METHODS and not any(auth.scopes for auth in authorizers(route.dependant))
+        if route.methods & WRITE_METHODS and not route.path.startswith("/ui/")
+        and not any(auth.scopes for auth in authorizers(route.dependant))
     ]
     assert not unguarded, f"write routes without an Authorize(scope) dependency: {unguarded}"
+
+
+def test_every_ui_route_needs_a_session_and_every_ui_form_a_csrf_token(app: FastAPI) -> None:
+    ui_routes = [route for route in api_routes(app) if route.path.startswith("/ui/")]
+    assert {"/ui/fleet", "/ui/audit"} <= {route.path for route in ui_routes}
+    no_session = [route.path for route in ui_routes
+                  if route.path not in UI_PUBLIC_PATHS and current_viewer not in set(calls(route.dependant))]
+    no_csrf = [route.path for route in ui_routes if route.methods & WRITE_METHODS
+               and route.path not in UI_PUBLIC_PATHS and checked_form not in set(calls(route.dependant))]
+    assert not no_session, f"UI pages without a session check: {no_session}"
+    assert not no_csrf, f"UI forms without a CSRF check: {no_csrf}"
 
 
 def test_every_read_route_except_probes_requires_a_token(app: FastAPI) -> None:
     unguarded = [
         route.path
         for route in api_routes(app)
-        if "GET" in route.methods and route.path not in PUBLIC_PATHS and not any(authorizers(route.dependant))
+        if "GET" in route.methods and route.path not in PUBLIC_PATHS and not route.path.startswith("/ui/")
+        and not any(authorizers(route.dependant))
     ]
     assert not unguarded, f"GET routes without an Authorize dependency: {unguarded}"
 

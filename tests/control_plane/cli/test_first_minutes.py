@@ -98,7 +98,8 @@ def test_database_from_a_newer_edgeloop(tmp_path: Path) -> None:
 def test_invalid_setting_names_its_variable(tmp_path: Path) -> None:
     result = run_cli("serve", cwd=tmp_path, EDGELOOP_PORT="eighty")
     line = one_line(result)
-    assert line.startswith("edgeloop: invalid setting port (") and line.endswith("fix EDGELOOP_PORT or the matching option")
+    assert line.startswith("edgeloop: invalid setting port (")
+    assert line.endswith("fix EDGELOOP_PORT or the matching option")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path, busy_port: int) -> None:
