@@ -8,6 +8,7 @@ import numpy as np
 
 from control_plane.drift.schemas import DriftReportRead
 from control_plane.drift.stats import PSI_MAJOR, PSI_MODERATE
+from control_plane.lineage.schemas import LineageGraph
 
 CELL_W, CELL_H, LABEL_W, HEADER_H = 28, 18, 150, 22
 
@@ -108,3 +109,73 @@ def histogram_pair(name: str, edges: list[float], reference: np.ndarray, current
               TextMark(width - 10, height - 6, f"{edges[-1]:.3g}" if edges else "", "end")]
     return Chart(width, height, cells, labels, lines,
                  f"share of values per bin for {name}: reference (blue) against current (orange)")
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A lineage node placed on the canvas, linking to its own lineage page."""
+
+    x: float
+    y: float
+    kind: str
+    label: str
+    href: str
+    is_root: bool
+
+
+@dataclass(frozen=True)
+class GraphDrawing:
+    """A layered drawing of a lineage graph: upstream to the left of the root, downstream to the right."""
+
+    width: float
+    height: float
+    nodes: list[GraphNode]
+    edges: list[tuple[float, float, float, float, str]]
+    node_width: float
+    node_height: float
+
+
+NODE_W, NODE_H, GAP_X, GAP_Y = 190.0, 40.0, 70.0, 14.0
+
+
+def lineage_drawing(graph: LineageGraph) -> GraphDrawing:
+    """Place every node in a column by its signed hop distance from the root (a BFS each way)."""
+    forward: dict[str, list[str]] = {}
+    backward: dict[str, list[str]] = {}
+    for edge in graph.edges:
+        forward.setdefault(edge.src, []).append(edge.dst)
+        backward.setdefault(edge.dst, []).append(edge.src)
+    layer = {graph.root: 0}
+    for neighbours, sign in ((forward, 1), (backward, -1)):
+        frontier = [graph.root]
+        while frontier:
+            following = []
+            for key in frontier:
+                for other in neighbours.get(key, []):
+                    if other not in layer:
+                        layer[other] = layer[key] + sign
+                        following.append(other)
+            frontier = following
+    keys = {f"{node.kind.value}:{node.id}": node for node in graph.nodes}
+    columns: dict[int, list[str]] = {}
+    for key in sorted(keys, key=lambda k: (layer.get(k, 0), k)):
+        columns.setdefault(layer.get(key, 0), []).append(key)
+    low = min(columns, default=0)
+    tallest = max((len(c) for c in columns.values()), default=1)
+    positions: dict[str, tuple[float, float]] = {}
+    nodes = []
+    for column, members in columns.items():
+        x = 10 + (column - low) * (NODE_W + GAP_X)
+        top = 10 + (tallest - len(members)) * (NODE_H + GAP_Y) / 2
+        for row, key in enumerate(members):
+            y = top + row * (NODE_H + GAP_Y)
+            positions[key] = (x, y)
+            node = keys[key]
+            nodes.append(GraphNode(x, y, node.kind.value, node.label or node.id,
+                                   f"/ui/lineage/{node.kind.value}/{node.id}", key == graph.root))
+    edges = [(positions[e.src][0] + NODE_W, positions[e.src][1] + NODE_H / 2, positions[e.dst][0],
+              positions[e.dst][1] + NODE_H / 2, e.relation)
+             for e in graph.edges if e.src in positions and e.dst in positions]
+    width = 20 + len(columns) * (NODE_W + GAP_X)
+    height = 20 + tallest * (NODE_H + GAP_Y)
+    return GraphDrawing(width, height, nodes, edges, NODE_W, NODE_H)

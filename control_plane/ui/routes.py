@@ -18,6 +18,7 @@ from control_plane.settings import Settings
 from control_plane.ui.auth import CheckedForm, CurrentViewer, get_codec
 from control_plane.ui.drift import router as drift_router
 from control_plane.ui.fleet import router as fleet_router
+from control_plane.ui.prompts import router as prompts_router
 from control_plane.ui.rendering import UI_DIR, build_templates, redirect, render, render_error
 from control_plane.ui.session import CSRF_FIELD, SessionCodec, csrf_matches, new_session
 
@@ -123,3 +124,4 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(fleet_router)
     app.include_router(drift_router)
+    app.include_router(prompts_router)
