@@ -44,8 +44,9 @@ def answer_segments(answer: str, claims: list[dict[str, Any]]) -> list[Segment]:
         if start > position:
             segments.append(Segment(answer[position:start], "", ""))
         terms = ", ".join(str(t) for t in claim.get("unsupported_terms") or ())
-        note = f"{claim.get('verdict', '')} (support {float(claim.get('support', 0.0)):.2f})"
-        segments.append(Segment(answer[start:end], str(claim.get("verdict", "")), note + (f": {terms}" if terms else "")))
+        verdict = str(claim.get("verdict", ""))
+        note = f"{verdict} (support {float(claim.get('support', 0.0)):.2f})" + (f": {terms}" if terms else "")
+        segments.append(Segment(answer[start:end], verdict, note))
         position = end
     if position < len(answer):
         segments.append(Segment(answer[position:], "", ""))

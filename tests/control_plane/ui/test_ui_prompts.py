@@ -41,7 +41,8 @@ def test_eval_run_page_marks_unsupported_claims(client: TestClient, sign_in: Sig
 
 def test_lineage_page_draws_a_clickable_graph(client: TestClient, sign_in: SignIn,
                                               admin_headers: dict[str, str]) -> None:
-    dataset = _post(client, "/datasets", {"name": "d", "version": "1", "fingerprint": "sha256:0123456789"}, admin_headers)
+    dataset = _post(client, "/datasets", {"name": "d", "version": "1", "fingerprint": "sha256:0123456789"},
+                    admin_headers)
     run = _post(client, "/runs", {"name": "r", "dataset_id": dataset["id"]}, admin_headers)
     _post(client, "/models", {"name": "m"}, admin_headers)
     version = _post(client, "/models/m/versions", {"version": 1, "run_id": run["id"]}, admin_headers)
