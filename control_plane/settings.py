@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     fleet_self_test_rows: int = Field(default=8, ge=1, le=256)
     fleet_self_test_max_latency_ms: float = Field(default=250.0, gt=0)
     chroma_url: str | None = None
+    prompts_dir: str | None = Field(default=None, description=(
+        "The agents' prompt files synced into the registry on start (default: prompts/ beside the data dir, if it"
+        " exists; an empty value turns syncing off)."))
     retention_telemetry_days: float = Field(default=30.0, ge=0, description=(
         "Telemetry windows and labels older than this are purged (0: keep forever). Must exceed the ingest's"
         " max window age, so duplicate detection still sees the first copy."))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from sqlalchemy import text
@@ -26,8 +25,8 @@ INITIAL_LABEL = "production"
 
 
 def prompts_dir(settings: Settings) -> Path | None:
-    """Return the prompts directory: $EDGELOOP_PROMPTS_DIR, else ``prompts/`` beside the data dir, if it exists."""
-    configured = os.environ.get("EDGELOOP_PROMPTS_DIR")
+    """Return the prompts directory: the prompts_dir setting, else ``prompts/`` beside the data dir, if it exists."""
+    configured = settings.prompts_dir
     if configured is not None:
         return Path(configured) if configured.strip() else None
     candidate = settings.data_dir.resolve().parent / "prompts"
