@@ -11,6 +11,7 @@ from control_plane.drift.routes import router as drift_router
 from control_plane.errors import API_ERROR_RESPONSES
 from control_plane.evals.routes import router as evals_router
 from control_plane.fleet.routes import router as fleet_router
+from control_plane.incidents.routes import router as incidents_router
 from control_plane.lineage.routes import router as lineage_router
 from control_plane.prompts.routes import router as prompts_router
 from control_plane.registry.routes import router as registry_router
@@ -26,5 +27,6 @@ def include_api_routers(app: FastAPI) -> None:
     # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
     domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, telemetry_router,
                drift_router, alerts_router, prompts_router, evals_router)
+    domains += (incidents_router,)
     for domain_router in domains:
         app.include_router(domain_router, prefix=API_PREFIX, responses=API_ERROR_RESPONSES)
