@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from control_plane.alerts.routes import router as alerts_router
+from control_plane.approvals.routes import router as approvals_router
 from control_plane.audit.routes import router as audit_router
 from control_plane.auth.routes import router as auth_router
 from control_plane.drift.routes import router as drift_router
@@ -27,6 +28,6 @@ def include_api_routers(app: FastAPI) -> None:
     # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
     domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, telemetry_router,
                drift_router, alerts_router, prompts_router, evals_router)
-    domains += (incidents_router,)
-    for domain_router in domains:
+    agentic = (incidents_router, approvals_router)
+    for domain_router in (*domains, *agentic):
         app.include_router(domain_router, prefix=API_PREFIX, responses=API_ERROR_RESPONSES)
