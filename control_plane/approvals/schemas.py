@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from control_plane.constraints import Label, Name, PositiveInt32, SafeJson, ShortText
+from control_plane.constraints import Label, Name, SafeJson, ShortText
 from control_plane.fleet.schemas import Strategy
-from control_plane.incidents.schemas import EvidenceRef
+from control_plane.incidents.schemas import EvidenceRef, Version
 
 DEFAULT_EXPIRY_SECONDS = 3600
 MAX_EXPIRY_SECONDS = 7 * 86_400
@@ -78,7 +78,7 @@ class PromptLabelMove(StrictModel):
     kind: Literal["prompt.label_move"]
     prompt: Name
     label: Label
-    version: PositiveInt32
+    version: Version
     override_reason: Annotated[str | None, Field(min_length=10, max_length=2000)] = None
 
 
@@ -94,7 +94,7 @@ class RetrainRequestAction(StrictModel):
 
     kind: Literal["retrain.request"]
     model: Name
-    version: PositiveInt32
+    version: Version
     window_start: datetime
     window_end: datetime
     cohort: SafeJson = Field(default_factory=dict, description="e.g. {'device_group': 'north'}")

@@ -13,7 +13,7 @@ from control_plane.errors import Invalid
 from control_plane.evals.models import EvalRun
 from control_plane.fleet.models import Deployment, Device, Rollout
 from control_plane.incidents.models import Incident
-from control_plane.incidents.schemas import DriftQuery, EvidenceKind, EvidenceRef
+from control_plane.incidents.schemas import DriftQuery, DriftReportRef, EvidenceKind, EvidenceRef
 from control_plane.prompts.models import Prompt, PromptVersion
 from control_plane.registry.models import ModelVersion, RegisteredModel
 
@@ -72,12 +72,10 @@ def check_refs(session: Session, refs: Iterable[tuple[str, EvidenceRef]]) -> Non
     """Raise Invalid naming every (field, reference) that points at nothing."""
     problems: list[dict[str, str]] = []
     for field, ref in refs:
-        if ref.kind == EvidenceKind.DRIFT_REPORT:
-            assert ref.query is not None
+        if isinstance(ref, DriftReportRef):
             problem = _drift_query_problem(session, ref.query)
         else:
-            assert ref.id is not None
-            problem = None if _EXISTS[ref.kind](session, ref.id) else f"{ref.kind.value} {ref.id!r} not found"
+            problem = None if _EXISTS[EvidenceKind(ref.kind)](session, ref.id) else f"{ref.kind} {ref.id!r} not found"
         if problem:
             problems.append({"field": field, "message": problem})
     if problems:

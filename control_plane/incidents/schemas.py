@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from control_plane.alerts.schemas import Severity
-from control_plane.constraints import Description, FiniteFloat, Name, PositiveInt32, ShortText
+from control_plane.constraints import INT32_MAX, Description, Name, ShortText
 
 
 class StrictModel(BaseModel):
@@ -45,13 +44,14 @@ TRANSITIONS: dict[IncidentState, frozenset[IncidentState]] = {
 # The alert attributes a rule may key on; "evidence.<name>" reads a top-level evidence field (cohort, group).
 ALERT_KEY_FIELDS = frozenset({"model_name", "model_version", "model_version_id", "deployment_id", "rollout_id",
                               "check", "feature", "monitor_id"})
-_EVIDENCE_KEY = re.compile(r"^evidence\.[A-Za-z0-9_]{1,64}$")
+RULE_KEY_PATTERN = rf"^({'|'.join(sorted(ALERT_KEY_FIELDS))}|evidence\.[A-Za-z0-9_]{{1,64}})$"
+RuleKey = Annotated[str, Field(pattern=RULE_KEY_PATTERN, max_length=80)]
 
 
 class CorrelationRule(StrictModel):
     """Alerts whose key values are equal correlate into one incident (see docs/incidents.md)."""
 
-    keys: Annotated[list[str], Field(min_length=1, max_length=10)] = Field(
+    keys: Annotated[list[RuleKey], Field(min_length=1, max_length=10)] = Field(
         default_factory=lambda: ["model_name", "model_version", "deployment_id", "evidence.device_group",
                                  "evidence.cohort"])
     window_seconds: Annotated[float, Field(gt=0, le=30 * 86_400)] = 900.0
@@ -59,13 +59,8 @@ class CorrelationRule(StrictModel):
 
     @field_validator("keys")
     @classmethod
-    def _known_keys(cls, keys: list[str]) -> list[str]:
-        for key in keys:
-            if key not in ALERT_KEY_FIELDS and not _EVIDENCE_KEY.match(key):
-                raise ValueError(f"unknown key {key!r}: use one of {sorted(ALERT_KEY_FIELDS)} or evidence.<field>")
-        if len(set(keys)) != len(keys):
-            raise ValueError("keys must not repeat")
-        return keys
+    def _once_each(cls, keys: list[str]) -> list[str]:
+        return list(dict.fromkeys(keys))
 
 
 class EvidenceKind(StrEnum):
@@ -83,44 +78,48 @@ class EvidenceKind(StrEnum):
     AUDIT_ENTRY = "audit_entry"
 
 
+# Lax on purpose: JSON Schema calls 3.0 an integer, so a schema-valid 3.0 must be accepted.
+Version = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
 class DriftQuery(StrictModel):
     """The query that reproduces a drift report: GET /drift/report with these parameters."""
 
     model: Name
-    version: PositiveInt32
+    version: Version
     device_group: Name | None = None
     deployment_id: Name | None = None
     rollout_id: Name | None = None
 
 
-class EvidenceRef(StrictModel):
-    """A pointer to a real resource: an id, or for a drift report the query that reproduces it."""
+class ResourceRef(StrictModel):
+    """A pointer to a resource by id."""
 
-    kind: EvidenceKind
-    id: Name | None = None
-    query: DriftQuery | None = None
+    kind: Literal["alert", "incident", "rollout", "deployment", "model_version", "prompt_version", "eval_run",
+                  "device", "audit_entry"]
+    id: Name
     note: ShortText = ""
 
-    @model_validator(mode="after")
-    def _id_or_query(self) -> EvidenceRef:
-        if self.kind == EvidenceKind.DRIFT_REPORT:
-            if self.query is None:
-                raise ValueError("a drift_report reference needs a query")
-        elif self.id is None or self.query is not None:
-            raise ValueError(f"a {self.kind.value} reference needs an id (and no query)")
-        return self
+
+class DriftReportRef(StrictModel):
+    """A drift report, by the query that reproduces it."""
+
+    kind: Literal["drift_report"]
+    query: DriftQuery
+    note: ShortText = ""
 
 
+EvidenceRef = Annotated[ResourceRef | DriftReportRef, Field(discriminator="kind")]
 Evidence = Annotated[list[EvidenceRef], Field(max_length=50)]
 
 
 class Hypothesis(StrictModel):
     """One ranked root-cause hypothesis with its confidence and the evidence behind it."""
 
-    rank: PositiveInt32
+    rank: Version
     title: Annotated[str, Field(min_length=1, max_length=300)]
     explanation: Description = ""
-    confidence: Annotated[FiniteFloat, Field(ge=0.0, le=1.0)]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     evidence: Annotated[list[EvidenceRef], Field(min_length=1, max_length=50)]
 
 
@@ -131,7 +130,7 @@ class _Authored(StrictModel):
 class TriageNote(_Authored):
     """An agent's or person's first assessment."""
 
-    kind: Literal["triage_note"] = "triage_note"
+    kind: Literal["triage_note"]
     summary: Annotated[str, Field(min_length=1, max_length=10_000)]
     assessed_severity: Severity | None = None
     suspected_scope: ShortText = ""
@@ -142,7 +141,7 @@ class TriageNote(_Authored):
 class RcaReport(_Authored):
     """Ranked hypotheses: ranks 1..n, each once, confidence never higher than the rank above."""
 
-    kind: Literal["rca_report"] = "rca_report"
+    kind: Literal["rca_report"]
     summary: Annotated[str, Field(min_length=1, max_length=10_000)]
     hypotheses: Annotated[list[Hypothesis], Field(min_length=1, max_length=10)]
 
@@ -161,7 +160,7 @@ class RcaReport(_Authored):
 class Comment(_Authored):
     """A human (or agent) remark."""
 
-    kind: Literal["comment"] = "comment"
+    kind: Literal["comment"]
     text: Annotated[str, Field(min_length=1, max_length=10_000)]
 
 
