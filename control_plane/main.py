@@ -10,8 +10,10 @@ from sqlalchemy import text
 
 from control_plane import __version__
 from control_plane.api import include_api_routers
+from control_plane.approvals.execution import approval_workers
 from control_plane.db.session import Database
 from control_plane.errors import ServiceUnavailable, install_error_handlers
+from control_plane.events.hub import event_workers
 from control_plane.fleet.bridge import fleet_bridge
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
@@ -33,6 +35,8 @@ def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
         workers.append(fleet_bridge(app, settings))
     workers += telemetry_workers(app, settings)  # ingest consumers (when mqtt_url is set) and drift monitors
     # Built here, so a retention shorter than the ingest's dedup horizon stops start-up with the reason.
+    workers += approval_workers(app, settings)  # exactly-once executor and proposal expiry
+    workers += event_workers(app, settings)  # SSE hub (LISTEN/NOTIFY or a short poll) and webhook dispatcher
     workers.append(retention_worker(app.state.database, RetentionPolicy.from_settings(settings),
                                     settings.retention_interval_seconds))
     return workers

@@ -47,6 +47,23 @@ class Settings(BaseSettings):
     retention_batch_size: int = Field(default=5000, ge=1, le=100_000, description="Rows per purge transaction.")
     ui_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86_400,
                                     description="Web UI sessions expire after this (the token may outlive it).")
+    approval_poll_seconds: float = Field(default=0.05, gt=0, description="How often an idle executor looks for "
+                                         "approved proposals (approvals on the same replica wake it at once).")
+    approval_lease_seconds: float = Field(default=30.0, gt=0, description=(
+        "An executing proposal whose claim is older than this (its worker died) is claimed again."))
+    approval_max_attempts: int = Field(default=3, ge=1, le=100, description="Claims before a proposal fails.")
+    approval_expiry_seconds: float = Field(default=5.0, gt=0, description="How often pending proposals expire.")
+    approval_execution_hold_seconds: float = Field(default=0.0, ge=0, description=(
+        "Crash tests only: hold the execution transaction open this long before its commit."))
+    events_poll_seconds: float = Field(default=0.02, gt=0, description=(
+        "How often the event stream looks at the SQLite audit head (PostgreSQL: LISTEN/NOTIFY, with this * 50 "
+        "as the fallback poll)."))
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Per delivery attempt.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Attempts before an event is dead.")
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay; doubles per attempt.")
+    webhook_backoff_max_seconds: float = Field(default=300.0, gt=0, description="Retry delay cap.")
+    webhook_concurrency: int = Field(default=4, ge=1, le=100, description="Deliveries in flight per subscription.")
+    webhook_poll_seconds: float = Field(default=0.5, gt=0, description="How often webhooks look for due work.")
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None

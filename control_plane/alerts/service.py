@@ -13,6 +13,7 @@ from control_plane.alerts.schemas import SEVERITY_RANK, AlertCheck, AlertRaise, 
 from control_plane.audit import service as audit
 from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, NotFound
+from control_plane.incidents import service as incidents
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
 from control_plane.registry.models import ModelVersion, RegisteredModel
@@ -43,6 +44,7 @@ def raise_alert(*, session: Session, request: AlertRaise, actor: str) -> tuple[A
             existing.severity = request.severity.value
             audit.record(session, actor=actor, action="alert.escalate", resource=("alert", existing.id),
                          data={"severity": existing.severity})
+            incidents.on_alert_escalated(session=session, alert=existing)
         session.flush()
         return existing, False
     alert = Alert(
@@ -62,6 +64,7 @@ def raise_alert(*, session: Session, request: AlertRaise, actor: str) -> tuple[A
     audit.record(session, actor=actor, action="alert.open", resource=("alert", alert.id),
                  data={"fingerprint": alert.fingerprint, "check": alert.check, "severity": alert.severity,
                        "model": alert.model_name, "version": alert.model_version, "feature": alert.feature})
+    incidents.correlate_alert(session=session, alert=alert)
     return alert, True
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from control_plane.approvals.models import DeviceQuarantine
 from control_plane.drift.baseline import Baseline, BaselineError, baseline_from_dict
 from control_plane.drift.schemas import (
     MAX_EXACT_VALUES,
@@ -83,6 +84,8 @@ def load_windows(session: Session, scope: WindowScope) -> list[StoredWindow]:
         query = query.where(t.rollout_id == scope.rollout_id)
     if scope.deployment_id:
         query = query.where(t.deployment_id == scope.deployment_id)
+    # A quarantined device's telemetry stays out of fleet drift (docs/approvals.md).
+    query = query.where(t.device_id.not_in(select(DeviceQuarantine.device_id)))
     return [StoredWindow(*row) for row in session.execute(query.order_by(t.window_start))]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from control_plane.approvals.models import DeviceQuarantine
 from control_plane.audit import service as audit
 from control_plane.auth import service as auth_service
 from control_plane.auth.roles import Role
@@ -130,7 +131,9 @@ def resolve_selector(*, session: Session, selector: Selector) -> list[Device]:
             raise NotFound(f"unknown devices: {sorted(missing)[:10]}")
     if selector.labels:
         devices = [d for d in devices if all(d.labels.get(k) == v for k, v in selector.labels.items())]
-    return devices
+    # Quarantined devices (an approved device.quarantine) get no new rollouts until released.
+    quarantined = set(session.scalars(select(DeviceQuarantine.device_id)))
+    return [d for d in devices if d.id not in quarantined] if quarantined else devices
 
 
 def device_read(device: Device) -> DeviceRead:

@@ -20,6 +20,8 @@ class NodeKind(StrEnum):
     EVAL_RUN = "eval_run"
     AGENT_RUN = "agent_run"
     ALERT = "alert"
+    INCIDENT = "incident"
+    PROPOSAL = "proposal"
 
 
 class Direction(StrEnum):

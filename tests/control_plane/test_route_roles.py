@@ -131,3 +131,29 @@ def test_the_walker_sees_router_level_dependencies() -> None:
 
     scopes = {route.path: [auth.scopes for auth in authorizers(route.dependant)] for route in api_routes(bare)}
     assert scopes == {"/thing": [frozenset({Scope.WRITE})], "/open": [frozenset({Scope.WRITE})], "/unguarded": []}
+
+
+def test_incident_approval_and_event_routes_need_their_scopes(app: FastAPI) -> None:
+    """Agents propose and annotate, only approvers decide, webhooks are admin-only, the stream needs a token."""
+    from control_plane.auth.roles import Scope
+
+    expected = {
+        ("POST", "/api/v1/proposals"): {Scope.PROPOSE},
+        ("POST", "/api/v1/proposals/{proposal_id}/approve"): {Scope.APPROVE},
+        ("POST", "/api/v1/proposals/{proposal_id}/reject"): {Scope.APPROVE},
+        ("POST", "/api/v1/proposals/{proposal_id}/verification"): {Scope.PROPOSE},
+        ("DELETE", "/api/v1/quarantines/{device_id}"): {Scope.APPROVE},
+        ("POST", "/api/v1/incidents/{incident_id}/timeline"): {Scope.PROPOSE},
+        ("POST", "/api/v1/incidents/{incident_id}/state"): {Scope.WRITE},
+        ("PUT", "/api/v1/incidents/correlation-rule"): {Scope.ADMIN},
+        ("GET", "/api/v1/events"): {Scope.READ},
+        ("POST", "/api/v1/webhooks"): {Scope.ADMIN},
+        ("GET", "/api/v1/webhooks"): {Scope.ADMIN},
+        ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): {Scope.ADMIN},
+    }
+    found = {}
+    for route in api_routes(app):
+        for method in route.methods:
+            if (method, route.path) in expected:
+                found[(method, route.path)] = set().union(*(auth.scopes for auth in authorizers(route.dependant)))
+    assert found == expected

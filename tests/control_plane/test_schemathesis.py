@@ -44,7 +44,17 @@ EXCLUDED_CHECKS = {
     "POST /api/v1/eval-datasets/{name}/versions": [positive_data_acceptance],
     # Depends on server configuration (a prompts directory), which no request can supply.
     "POST /api/v1/prompts/sync": [positive_data_acceptance],
+    # Ranks 1..n with non-increasing confidence, and evidence that points at existing resources.
+    "POST /api/v1/incidents/{incident_id}/timeline": [positive_data_acceptance],
+    "POST /api/v1/proposals/{proposal_id}/verification": [positive_data_acceptance],
+    # Cross-field rules: a retrain window must end after it starts; the action's target must exist.
+    "POST /api/v1/proposals": [positive_data_acceptance],
+    # A webhook URL's port range and IPv6 literal are checked by the HTTP client, beyond the pattern.
+    "POST /api/v1/webhooks": [positive_data_acceptance],
 }
+# A Server-Sent Events stream never ends, so a buffering test client cannot read one; tests/control_plane/events
+# cover it with a real server.
+SKIPPED_OPERATIONS = frozenset({"GET /api/v1/events"})
 
 
 @pytest.fixture
@@ -91,7 +101,7 @@ def test_every_operation_conforms(app: FastAPI, admin_headers: dict[str, str]) -
     failures: dict[str, list[str]] = defaultdict(list)
     statuses: dict[str, Counter[int]] = defaultdict(Counter)
     operations = [op for op in (result.ok() for result in schema.get_all_operations())  # type: ignore[union-attr]
-                  if op.path.startswith(CHECKED_PREFIXES)]
+                  if op.path.startswith(CHECKED_PREFIXES) and op.label not in SKIPPED_OPERATIONS]
     assert len(operations) >= 20, f"only {len(operations)} operations found in the OpenAPI document"
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

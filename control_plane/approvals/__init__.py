@@ -1,0 +1,1 @@
+"""The approval queue: proposals, four-eyes decisions and exactly-once execution through domain services."""

@@ -1,0 +1,1 @@
+"""The change-event stream (SSE over the audit log) and outgoing webhooks."""

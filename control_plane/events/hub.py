@@ -1,0 +1,180 @@
+"""One reader of the audit log per process, fanning new events out to every live SSE subscriber.
+
+The hub wakes on PostgreSQL NOTIFY (a trigger on audit_entries, migration 0070) or, on SQLite, on a short poll
+of the audit head inside the server; either way it then reads the log itself, so a missed wake-up costs only
+latency. Subscribers whose queue overflows are marked lagging and catch up from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from control_plane.db.session import Database
+from control_plane.events import service
+from control_plane.events.schemas import Event
+from control_plane.settings import Settings
+from control_plane.workers import Worker
+
+log = logging.getLogger(__name__)
+NOTIFY_CHANNEL = "edgeloop_audit"
+HUB_BATCH = 1000
+CATCH_UP_BATCH = 500
+QUEUE_BATCHES = 256
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """A live stream's inbox of event batches."""
+
+    queue: asyncio.Queue[list[Event]] = field(default_factory=lambda: asyncio.Queue(QUEUE_BATCHES))
+    lagged: bool = False
+
+
+class EventHub:
+    """Tail the audit log once per process and broadcast what is new."""
+
+    name = "event-hub"
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database = database
+        self.poll_seconds = settings.events_poll_seconds
+        # PostgreSQL is woken by NOTIFY; the poll there is only a safety net.
+        self.idle_seconds = self.poll_seconds if database.is_sqlite else self.poll_seconds * 50
+        self.head = 0
+        self.subscribers: set[Subscriber] = set()
+        self.changed = asyncio.Event()
+        self._stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: threading.Thread | None = None
+
+    async def start(self) -> None:
+        self.head = await asyncio.to_thread(self._read_head)
+        if not self.database.is_sqlite:
+            loop = asyncio.get_running_loop()
+            self._listener = threading.Thread(target=self._listen, args=(loop,), name="event-hub-listen",
+                                              daemon=True)
+            self._listener.start()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.join, 5)
+
+    def subscribe(self) -> Subscriber:
+        """Register a subscriber; it receives every batch read after this call."""
+        subscriber = Subscriber()
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber."""
+        self.subscribers.discard(subscriber)
+
+    def _read_head(self) -> int:
+        with self.database.transaction(write=False) as session:
+            return service.head_seq(session)
+
+    def _read_since(self, after: int, head: int) -> list[Event]:
+        with self.database.transaction(write=False) as session:
+            return service.read_events(session, after=after, limit=HUB_BATCH, until=head)
+
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        import psycopg
+
+        conninfo = make_url(self.database.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    loop.call_soon_threadsafe(self.changed.set)  # anything committed while (re)connecting
+                    while not self._stop.is_set():
+                        for _ in connection.notifies(timeout=0.5, stop_after=1):
+                            loop.call_soon_threadsafe(self.changed.set)
+            except Exception:
+                log.warning("event hub: LISTEN connection lost; retrying", exc_info=True)
+                self._stop.wait(1.0)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.idle_seconds)
+            self.changed.clear()
+            try:
+                await self._advance()
+            except Exception:
+                log.exception("event hub: reading the audit log failed")
+                await asyncio.sleep(self.idle_seconds)
+
+    async def _advance(self) -> None:
+        head = await asyncio.to_thread(self._read_head)
+        while head > self.head:
+            if not self.subscribers:
+                self.head = head
+                return
+            events = await asyncio.to_thread(self._read_since, self.head, head)
+            if not events:
+                self.head = head
+                return
+            self.head = events[-1].seq
+            for subscriber in list(self.subscribers):
+                try:
+                    subscriber.queue.put_nowait(events)
+                except asyncio.QueueFull:
+                    subscriber.lagged = True
+
+
+async def stream_events(hub: EventHub, event_filter: service.EventFilter, cursor: int) -> AsyncIterator[Event]:
+    """Yield every event after ``cursor`` that passes the filter, then live ones, exactly once and in order."""
+    subscriber = hub.subscribe()  # before the catch-up read, so nothing falls between the two
+
+    def catch_up(after: int) -> list[Event]:
+        with hub.database.transaction(write=False) as session:
+            return service.read_events(session, after=after, limit=CATCH_UP_BATCH, event_filter=event_filter)
+
+    try:
+        behind = True
+        while True:
+            if behind or subscriber.lagged:
+                subscriber.lagged = False
+                while subscriber.queue.qsize():
+                    subscriber.queue.get_nowait()
+                batch = await asyncio.to_thread(catch_up, cursor)
+                for event in batch:
+                    cursor = event.seq
+                    yield event
+                behind = len(batch) == CATCH_UP_BATCH
+                continue
+            # Subscribed before the first catch-up read: every batch from here on starts at or below what that
+            # read covered, so skipping what the cursor passed leaves no gap and no duplicate.
+            events = await subscriber.queue.get()
+            for event in events:
+                if event.seq <= cursor:
+                    continue
+                cursor = event.seq
+                if event_filter.accepts(event):
+                    yield event
+    finally:
+        hub.unsubscribe(subscriber)
+
+
+
+def event_workers(app: Any, settings: Settings) -> list[Worker]:
+    """Return the event hub (kept on app.state for the SSE route) and the webhook dispatcher."""
+    from control_plane.events.webhooks import WebhookDispatcher
+
+    hub = EventHub(app.state.database, settings)
+    app.state.event_hub = hub
+    return [hub, WebhookDispatcher(app.state.database, settings)]

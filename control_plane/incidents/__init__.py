@@ -1,0 +1,1 @@
+"""Incidents: correlated alerts with a typed timeline of notes, RCA reports, proposals and their outcomes."""
