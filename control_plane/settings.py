@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = 256 * 1024 * 1024
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0, description="How often to sign the audit head.")
     audit_key_path: Path | None = None
+    audit_checkpoint_file: Path | None = Field(default=None, description=(
+        "Append-only JSON-lines copy of every checkpoint (default: audit-checkpoints.jsonl in data_dir); keep it"
+        " (or the sink's copy) off the database host: `edgeloop audit verify --against FILE` checks against it."))
+    audit_checkpoint_sink_url: str | None = Field(default=None, description="POST each checkpoint line here too.")
+    audit_checkpoint_sink_token: str | None = Field(default=None, description="Bearer token for the sink URL.")
+    audit_checkpoint_sink_command: str | None = Field(default=None, description=(
+        "Run this command (no shell; {seq} is replaced) with each checkpoint line on stdin, e.g."
+        " `aws --endpoint-url https://s3.example s3 cp - s3://audit/edgeloop/{seq}.json`."))
     signing_key_path: Path | None = None
 
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; no bridge when unset.")
