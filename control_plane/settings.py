@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     mqtt_public_url: str | None = Field(default=None, description="Broker URL given to devices (default mqtt_url).")
     manifest_ttl_seconds: int = Field(default=86_400, gt=0, description="Signed manifests expire after this.")
     fleet_step_seconds: float = Field(default=1.0, gt=0, description="How often rollouts are advanced.")
+    protected_device_labels: dict[str, str] = Field(default_factory=lambda: {"env": "production"}, description=(
+        "A device carrying all these labels is protected: deployments to it need the version the protected alias"
+        " names, or an approver; moving a device in or out of the set needs an approver. {} disables it."))
+    protected_device_groups: list[str] = Field(default_factory=list, description="Groups protected likewise.")
+    protected_alias: str = Field(default="production", description="The alias that pins protected devices' version.")
     fleet_self_test_rows: int = Field(default=8, ge=1, le=256)
     fleet_self_test_max_latency_ms: float = Field(default=250.0, gt=0)
     chroma_url: str | None = None
