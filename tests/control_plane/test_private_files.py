@@ -21,8 +21,9 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def usual_umask() -> Iterator[None]:
-    """The common 022 umask, under which files were created 0644 and directories 0755."""
+def usual_umask(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The common 022 umask, under which files were created 0644 and directories 0755 (and the default SQLite)."""
+    monkeypatch.delenv("EDGELOOP_DATABASE_URL", raising=False)
     previous = os.umask(0o022)
     yield
     os.umask(previous)

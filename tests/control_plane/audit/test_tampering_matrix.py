@@ -7,10 +7,12 @@ append-only file); the attack; then verify, from the database alone and with ``-
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from control_plane.audit import service as audit_service
 from control_plane.audit.chain import checkpoint_message
 from control_plane.audit.checkpoints import CheckpointSink
 from control_plane.db.session import Database
@@ -161,3 +163,33 @@ def test_forged_line_in_the_checkpoint_file(database: Database, signer: Signer, 
     append_private_line(log, '{"seq":10,"head_hash":"' + "cd" * 32 + '","key_id":"x","signature":"AAAA"}')
     report = verify(database, signer, against=log)
     assert not report.ok and report.broken_checkpoint_seq == 10 and "invalid signature" in (report.reason or "")
+
+
+def test_edit_ts_by_a_microsecond_or_its_stored_format(database: Database, signer: Signer, log: Path) -> None:
+    # Range filters compare the stored value: a changed separator (SQLite text) or a microsecond (PostgreSQL) counts.
+    execute(database, "UPDATE audit_entries SET ts = replace(ts, ' ', 'T') WHERE seq = 7" if database.is_sqlite
+            else "UPDATE audit_entries SET ts = ts + interval '1 microsecond' WHERE seq = 7")
+    report = verify(database, signer)
+    assert not report.ok and report.first_broken_seq == 7 and "ts" in (report.reason or "")
+
+
+def test_edit_column_with_a_nul_or_an_escape(database: Database, signer: Signer, log: Path) -> None:
+    # Characters JSON escapes must not let a different column value match the body's encoded text.
+    execute(database, "UPDATE audit_entries SET action = action || char(0) WHERE seq = 5" if database.is_sqlite
+            else "UPDATE audit_entries SET action = action || E'\\\\' WHERE seq = 5")
+    report = verify(database, signer)
+    assert not report.ok and report.first_broken_seq == 5 and "action" in (report.reason or "")
+
+
+def test_columns_that_need_escaping_and_a_whole_second_verify_clean(database: Database, signer: Signer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # No false alarm from the fast column check: quotes, backslashes, control characters and non-ASCII in the
+    # columns, and a timestamp whose isoformat() drops the zero fraction.
+    monkeypatch.setattr(audit_service, "utcnow", lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    with database.transaction() as session:
+        audit_service.record(session, actor='operator:"q"\\x', action="a\nb\u2028", resource=("t\u00e9", "id\t1"),
+                             data={"k": "v"})
+    monkeypatch.undo()
+    append(database, 1)
+    report = verify(database, signer)
+    assert report.ok and report.entries == 2, report.reason
