@@ -45,10 +45,13 @@ def append_private_line(path: Path, line: str) -> None:
     """Append one line to an owner-only, append-only file and sync it to disk."""
     if not path.parent.exists():
         ensure_private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
+        # A line torn by a crash has no newline: start on a fresh line so the new one stays readable.
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         # One write() of a short line with O_APPEND: concurrent writers (replicas sharing a dir) never interleave.
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
+        os.write(fd, (("\n" if torn else "") + line.rstrip("\n") + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -44,28 +44,40 @@ def checkpoint_line(checkpoint: AuditCheckpoint) -> str:
                            "signature": checkpoint.signature, "created_at": checkpoint.created_at})
 
 
-def load_checkpoint_file(path: Path) -> list[CheckpointRecord]:
-    """Read a checkpoint JSON-lines file; a line that is not a checkpoint is an error naming the line."""
+def load_checkpoint_file(path: Path, *, strict: bool = True) -> list[CheckpointRecord]:
+    """Read a checkpoint JSON-lines file; a line that is not a checkpoint is an error naming the line.
+
+    A last line without its newline is a write torn by a crash and is skipped; ``strict=False`` (the checkpointer's
+    anchor, where a damaged file must not stop signing) skips every unreadable line with a warning.
+    """
     records = []
     try:
-        text = path.read_text()
+        text = path.read_text(errors="replace")
     except OSError as exc:
         raise Invalid(f"cannot read checkpoint file {path}: {exc.strerror}") from exc
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-            seq, head_hash = item["seq"], item["head_hash"]
-            key_id, signature = item["key_id"], item["signature"]
-            if not (isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 and isinstance(head_hash, str)
-                    and isinstance(key_id, str) and isinstance(signature, str)):
-                raise TypeError
+            records.append(_parse_line(line, f"{path}:{number}"))
         except (ValueError, KeyError, TypeError) as exc:
-            raise Invalid(f"{path}:{number}: not a checkpoint line") from exc
-        records.append(CheckpointRecord(seq=seq, head_hash=head_hash, key_id=key_id, signature=signature,
-                                        source=f"{path}:{number}"))
+            if number == len(lines):  # no newline after it: torn by a crash mid-append
+                log.warning("%s:%d: skipping a torn last line", path, number)
+            elif strict:
+                raise Invalid(f"{path}:{number}: not a checkpoint line") from exc
+            else:
+                log.warning("%s:%d: not a checkpoint line; skipped", path, number)
     return records
+
+
+def _parse_line(line: str, source: str) -> CheckpointRecord:
+    item = json.loads(line)
+    seq, head_hash, key_id, signature = item["seq"], item["head_hash"], item["key_id"], item["signature"]
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 and isinstance(head_hash, str)
+            and isinstance(key_id, str) and isinstance(signature, str)):
+        raise TypeError(source)
+    return CheckpointRecord(seq=seq, head_hash=head_hash, key_id=key_id, signature=signature, source=source)
 
 
 @dataclass
@@ -87,7 +99,9 @@ class CheckpointSink:
 
     def external_records(self) -> list[CheckpointRecord]:
         """Return the checkpoints already in the file (none when there is no file yet)."""
-        return load_checkpoint_file(self.file) if self.file is not None and self.file.exists() else []
+        if self.file is None or not self.file.exists():
+            return []
+        return load_checkpoint_file(self.file, strict=False)
 
     def publish(self, checkpoint: AuditCheckpoint) -> None:
         """Append to the file (raising on failure), then push to the remote sinks (retried on the next publish)."""

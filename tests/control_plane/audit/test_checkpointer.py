@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from control_plane.audit.checkpoints import AuditChainBroken, Checkpointer, CheckpointSink, load_checkpoint_file
 from control_plane.db.session import Database
+from control_plane.errors import Invalid
 from control_plane.main import create_app
 from control_plane.settings import Settings
 from control_plane.signing import Signer
@@ -172,3 +173,19 @@ def test_checkpoint_file_is_private(database: Database, signer: Signer, sink: Ch
     append(database, 1)
     Checkpointer(database, signer, sink).step()
     assert sink.file is not None and sink.file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_line_torn_by_a_crash_does_not_stop_checkpointing(database: Database, signer: Signer,
+                                                            sink: CheckpointSink) -> None:
+    append(database, 2)
+    Checkpointer(database, signer, sink).step()
+    assert sink.file is not None
+    with sink.file.open("a") as handle:
+        handle.write('{"seq":3,"head_ha')  # power lost mid-append: no newline
+    assert [r.seq for r in load_checkpoint_file(sink.file)] == [2]  # a torn last line is skipped
+    append(database, 1)
+    assert Checkpointer(database, signer, sink).step() is not None
+    assert [r.seq for r in load_checkpoint_file(sink.file, strict=False)] == [2, 3]
+    # Once more lines follow it, a verifier cannot tell a torn line from an edited one: it is named, not skipped.
+    with pytest.raises(Invalid, match=r"audit-checkpoints.jsonl:2: not a checkpoint line"):
+        load_checkpoint_file(sink.file)
