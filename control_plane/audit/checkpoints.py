@@ -10,7 +10,6 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -220,7 +219,3 @@ def checkpoint_once(database: Database, signer: Signer, sink: CheckpointSink) ->
     """Verify since the newest trusted checkpoint, sign the head, publish it (the API's and CLI's checkpoint)."""
     return Checkpointer(database, signer, sink).step()
 
-
-def describe(checkpoint: AuditCheckpoint | None) -> dict[str, Any] | None:
-    """Return a checkpoint as a plain dict (for logs and the CLI)."""
-    return json.loads(checkpoint_line(checkpoint)) if checkpoint is not None else None
