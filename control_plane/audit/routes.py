@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from control_plane.audit import service
-from control_plane.audit.checkpoints import CheckpointSink, checkpoint_once
+from control_plane.audit.checkpoints import CheckpointSink, checkpoint_once, load_checkpoint_file
 from control_plane.audit.schemas import AuditEntryRead, CheckpointRead, PublicKeyRead, VerifyReport
 from control_plane.deps import Admin, DatabaseDep, Reader, SessionDep
 from control_plane.errors import MAX_DB_INT, Conflict
@@ -43,9 +43,18 @@ def list_entries(
 
 
 @router.get("/verify", response_model=VerifyReport)
-def verify(request: Request, session: SessionDep, _: Reader) -> VerifyReport:
+def verify(
+    request: Request, session: SessionDep, _: Reader,
+    against_checkpoint_file: Annotated[bool, Query(description=(
+        "Also check against this replica's append-only checkpoint file (catches deleted checkpoints)."))] = False,
+) -> VerifyReport:
     """Recompute the chain and name the first broken entry, if any."""
-    return service.verify(session=session, public_key=_signer(request).public_raw)
+    external = []
+    if against_checkpoint_file:
+        sink = CheckpointSink.from_settings(request.app.state.settings)
+        if sink.file is not None and sink.file.exists():
+            external = load_checkpoint_file(sink.file)
+    return service.verify(session=session, public_key=_signer(request).public_raw, external=external)
 
 
 @router.get("/export", response_class=StreamingResponse)
