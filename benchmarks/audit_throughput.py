@@ -3,7 +3,8 @@
 Peer, measured in the same run: a plain ``sqlite3`` INSERT loop into a table of the same shape, with the same
 PRAGMAs, in the same two modes. The peer does no hashing and no head update, so it is the floor, not a rival.
 
-Usage: ``python benchmarks/audit_throughput.py [--entries 1000000] [--single 3000] [--batched 50000]``
+Usage: ``python benchmarks/audit_throughput.py [--entries 1000000] [--single 3000] [--batched 50000]``, or
+``--quick`` (1,000 single and 20,000 batched appends, still the 1M-entry verify; writes audit_throughput_quick.json).
 """
 
 from __future__ import annotations
@@ -311,8 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=3000, help="entries appended one per transaction")
     parser.add_argument("--batched", type=int, default=50_000, help="entries appended in batches")
     parser.add_argument("--batch", type=int, default=1000, help="entries per batched transaction")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--quick", action="store_true", help="fewer appends; the 1M-entry verify is kept")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"results file (default benchmarks/results/{NAME}[_quick].json)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.single, args.batched = min(args.single, 1000), min(args.batched, 20_000)
+    args.output = args.output or RESULTS_DIR / f"{NAME}{'_quick' if args.quick else ''}.json"
     result = run(args.entries, args.single, args.batched, args.batch)
     print_table(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from control_plane.auth.roles import Role
 from control_plane.auth.schemas import TokenCreate
 from control_plane.cli.context import CLI_ACTOR, console, db_session
 from control_plane.db import migrate
+from control_plane.private_files import ensure_private_dir
 from control_plane.settings import Settings
 
 
@@ -28,7 +29,7 @@ def bootstrap_admin(settings: Settings) -> str | None:
 
 def prepare(settings: Settings) -> None:
     """Create the data dir, apply migrations and bootstrap the first admin token."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)
     migrate.upgrade(settings.resolved_database_url)
     if bootstrap_admin(settings):
         console.print(f"[bold yellow]first start[/]: admin token written to {settings.data_dir / 'admin.token'}")

@@ -11,10 +11,12 @@ from sqlalchemy import text
 from control_plane import __version__
 from control_plane.api import include_api_routers
 from control_plane.approvals.execution import approval_workers
+from control_plane.audit.checkpoints import CheckpointSink
 from control_plane.db.session import Database
 from control_plane.errors import ServiceUnavailable, install_error_handlers
 from control_plane.events.hub import event_workers
 from control_plane.fleet.bridge import fleet_bridge
+from control_plane.private_files import ensure_private_dir
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
 from control_plane.retention import RetentionPolicy, retention_worker
@@ -29,7 +31,8 @@ from control_plane.workers import Worker, audit_checkpointer
 def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
     """Return the background workers this configuration needs."""
     workers: list[Worker] = [
-        audit_checkpointer(app.state.database, app.state.audit_signer, settings.audit_checkpoint_seconds)
+        audit_checkpointer(app.state.database, app.state.audit_signer, settings.audit_checkpoint_seconds,
+                           CheckpointSink.from_settings(settings))
     ]
     if settings.mqtt_url:
         workers.append(fleet_bridge(app, settings))
@@ -45,7 +48,7 @@ def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a control-plane app; all state hangs off ``app.state``, none is global."""
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)  # the SQLite database, keys and tokens live here: owner only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = 256 * 1024 * 1024
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0, description="How often to sign the audit head.")
     audit_key_path: Path | None = None
+    audit_checkpoint_file: Path | None = Field(default=None, description=(
+        "Append-only JSON-lines copy of every checkpoint (default: audit-checkpoints.jsonl in data_dir); keep it"
+        " (or the sink's copy) off the database host: `edgeloop audit verify --against FILE` checks against it."))
+    audit_checkpoint_sink_url: str | None = Field(default=None, description="POST each checkpoint line here too.")
+    audit_checkpoint_sink_token: str | None = Field(default=None, description="Bearer token for the sink URL.")
+    audit_checkpoint_sink_command: str | None = Field(default=None, description=(
+        "Run this command (no shell; {seq} is replaced) with each checkpoint line on stdin, e.g."
+        " `aws --endpoint-url https://s3.example s3 cp - s3://audit/edgeloop/{seq}.json`."))
     signing_key_path: Path | None = None
 
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; no bridge when unset.")
@@ -32,6 +40,11 @@ class Settings(BaseSettings):
     mqtt_public_url: str | None = Field(default=None, description="Broker URL given to devices (default mqtt_url).")
     manifest_ttl_seconds: int = Field(default=86_400, gt=0, description="Signed manifests expire after this.")
     fleet_step_seconds: float = Field(default=1.0, gt=0, description="How often rollouts are advanced.")
+    protected_device_labels: dict[str, str] = Field(default_factory=lambda: {"env": "production"}, description=(
+        "A device carrying all these labels is protected: deployments to it need the version the protected alias"
+        " names, or an approver; moving a device in or out of the set needs an approver. {} disables it."))
+    protected_device_groups: list[str] = Field(default_factory=list, description="Groups protected likewise.")
+    protected_alias: str = Field(default="production", description="The alias that pins protected devices' version.")
     fleet_self_test_rows: int = Field(default=8, ge=1, le=256)
     fleet_self_test_max_latency_ms: float = Field(default=250.0, gt=0)
     chroma_url: str | None = None

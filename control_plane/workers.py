@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from control_plane.audit import service as audit
+from control_plane.audit.checkpoints import Checkpointer, CheckpointSink
 from control_plane.db.session import Database
 from control_plane.signing import Signer
 
@@ -28,7 +28,7 @@ class Worker(Protocol):
 class PeriodicWorker:
     """Run a blocking function in a thread every ``interval`` seconds; errors are logged, never fatal."""
 
-    def __init__(self, name: str, interval: float, step: Callable[[], None], *, final_step: bool = True) -> None:
+    def __init__(self, name: str, interval: float, step: Callable[[], object], *, final_step: bool = True) -> None:
         self.name = name
         self.interval = interval
         self._step = step
@@ -53,15 +53,13 @@ class PeriodicWorker:
                 await self._task
         # One last step on shutdown, so e.g. the final audit head is checkpointed.
         if self._final_step:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.to_thread(self._step)
+            except Exception:
+                log.exception("worker %s final step failed", self.name)
 
 
-def audit_checkpointer(database: Database, signer: Signer, interval: float) -> PeriodicWorker:
-    """Sign the audit head periodically so truncation and rewrites are detectable."""
-
-    def step() -> None:
-        with database.transaction() as session:
-            audit.create_checkpoint(session=session, signer=signer)
-
-    return PeriodicWorker("audit-checkpointer", interval, step)
+def audit_checkpointer(database: Database, signer: Signer, interval: float,
+                       sink: CheckpointSink | None = None) -> PeriodicWorker:
+    """Verify the new suffix and sign the audit head periodically (and at shutdown); publish to the sink."""
+    return PeriodicWorker("audit-checkpointer", interval, Checkpointer(database, signer, sink).step)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from control_plane.audit import service
+from control_plane.audit.checkpoints import CheckpointSink, checkpoint_once, load_checkpoint_file
 from control_plane.audit.schemas import AuditEntryRead, CheckpointRead, PublicKeyRead, VerifyReport
 from control_plane.deps import Admin, DatabaseDep, Reader, SessionDep
 from control_plane.errors import MAX_DB_INT, Conflict
@@ -42,9 +43,18 @@ def list_entries(
 
 
 @router.get("/verify", response_model=VerifyReport)
-def verify(request: Request, session: SessionDep, _: Reader) -> VerifyReport:
+def verify(
+    request: Request, session: SessionDep, _: Reader,
+    against_checkpoint_file: Annotated[bool, Query(description=(
+        "Also check against this replica's append-only checkpoint file (catches deleted checkpoints)."))] = False,
+) -> VerifyReport:
     """Recompute the chain and name the first broken entry, if any."""
-    return service.verify(session=session, public_key=_signer(request).public_raw)
+    external = []
+    if against_checkpoint_file:
+        sink = CheckpointSink.from_settings(request.app.state.settings)
+        if sink.file is not None and sink.file.exists():
+            external = load_checkpoint_file(sink.file)
+    return service.verify(session=session, public_key=_signer(request).public_raw, external=external)
 
 
 @router.get("/export", response_class=StreamingResponse)
@@ -66,9 +76,11 @@ def list_checkpoints(session: SessionDep, _: Reader) -> list[CheckpointRead]:
 
 
 @router.post("/checkpoints", status_code=status.HTTP_201_CREATED, response_model=CheckpointRead)
-def create_checkpoint(request: Request, session: SessionDep, _: Admin) -> CheckpointRead:
-    """Sign the current head now."""
-    checkpoint = service.create_checkpoint(session=session, signer=_signer(request))
+def create_checkpoint(request: Request, database: DatabaseDep, _: Admin) -> CheckpointRead:
+    """Verify the entries since the last trusted checkpoint, sign the head now and publish the checkpoint."""
+    # Its own transactions: the checkpoint reaches the append-only file only after it is committed.
+    sink = CheckpointSink.from_settings(request.app.state.settings)
+    checkpoint = checkpoint_once(database, _signer(request), sink)
     if checkpoint is None:
         raise Conflict("the current head is already checkpointed (or the log is empty)")
     return CheckpointRead.model_validate(checkpoint, from_attributes=True)

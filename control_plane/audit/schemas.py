@@ -33,7 +33,11 @@ class CheckpointRead(BaseModel):
 
 
 class VerifyReport(BaseModel):
-    """The outcome of recomputing the whole chain."""
+    """The outcome of recomputing the whole chain.
+
+    ``first_broken_seq`` is the first entry that is (or, for a rewrite caught only by a checkpoint, may be) wrong;
+    ``broken_checkpoint_seq`` names a forged or deleted checkpoint when no entry is wrong.
+    """
 
     ok: bool
     entries: int
@@ -41,7 +45,10 @@ class VerifyReport(BaseModel):
     head_hash: str
     first_broken_seq: int | None = None
     reason: str | None = None
+    broken_checkpoint_seq: int | None = None
+    problems: list[str] = []
     checkpoints_verified: int = 0
+    external_checkpoints_verified: int = 0
     last_checkpoint_seq: int | None = None
     elapsed_ms: float = 0.0
 

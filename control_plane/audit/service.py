@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -15,11 +12,12 @@ from sqlalchemy import Table, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 
-from control_plane.audit.chain import canonical_json, checkpoint_message, entry_hash
+from control_plane.audit.chain import canonical_json, entry_hash
 from control_plane.audit.models import GENESIS_HASH, AuditCheckpoint, AuditEntry, AuditHead
-from control_plane.audit.schemas import AuditEntryRead, VerifyReport
+from control_plane.audit.schemas import AuditEntryRead
+from control_plane.audit.verify import verify
 from control_plane.db.base import utcnow
-from control_plane.signing import Signer, verify_signature
+from control_plane.signing import Signer
 
 HEAD_ROW_ID = 1
 _ENTRIES = cast(Table, AuditEntry.__table__)
@@ -27,7 +25,17 @@ _HEAD = cast(Table, AuditHead.__table__)
 _ENTRY_COLUMNS = ("seq", "ts", "actor", "action", "resource_type", "resource_id", "body", "prev_hash", "hash")
 # session.info key of (transaction, seq, hash): the head this transaction already holds locked.
 _HEAD_CACHE = "edgeloop.audit.head"
-VERIFY_BATCH_ROWS = 10_000
+__all__ = [
+    "create_checkpoint",
+    "export_lines",
+    "latest_entries",
+    "list_checkpoints",
+    "list_entries",
+    "lock_head",
+    "record",
+    "to_read",
+    "verify",
+]
 
 
 @dataclass(frozen=True)
@@ -180,96 +188,21 @@ def export_lines(*, session: Session, batch: int = 5000) -> Iterator[str]:
         after = entries[-1].seq
 
 
+def lock_head(session: Session) -> tuple[int, str]:
+    """Lock the chain head in the session's transaction and return it (seq, hash)."""
+    return _lock_head(session)
+
+
 def create_checkpoint(*, session: Session, signer: Signer) -> AuditCheckpoint | None:
-    """Sign the current head; return None when the head is already checkpointed or empty."""
-    seq, head_hash = _lock_head(session)
-    if seq == 0 or session.get(AuditCheckpoint, seq) is not None:
-        return None
-    signature = base64.b64encode(signer.sign(checkpoint_message(seq, head_hash))).decode()
-    checkpoint = AuditCheckpoint(seq=seq, head_hash=head_hash, key_id=signer.key_id, signature=signature)
-    session.add(checkpoint)
-    session.flush()
-    return checkpoint
+    """Verify the entries since the newest validly signed checkpoint, then sign the head; None if nothing new.
+
+    Raises ``AuditChainBroken`` (a Conflict) instead of signing a head whose suffix does not verify.
+    """
+    from control_plane.audit.checkpoints import sign_verified_head, trusted_anchor  # imports this module
+
+    return sign_verified_head(session, signer, trusted_anchor(session, signer.public_raw))
 
 
 def list_checkpoints(*, session: Session, limit: int = 100) -> list[AuditCheckpoint]:
     """Return the newest checkpoints first."""
     return list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq.desc()).limit(limit)))
-
-
-def _walk_chain(
-    rows: Iterable[Sequence[Any]], checkpoint_seqs: set[int]
-) -> tuple[int, str, int | None, str | None, dict[int, str]]:
-    """Check sequence, links and hashes in order; return (count, last hash, broken seq, reason, checkpointed)."""
-    sha256 = hashlib.sha256
-    expected_prev, count = GENESIS_HASH, 0
-    hashes: dict[int, str] = {}
-    for seq, prev_hash, digest, body in rows:
-        count += 1
-        if seq != count:
-            return count, expected_prev, seq, f"sequence gap: expected {count}, found {seq}", hashes
-        if prev_hash != expected_prev:
-            return count, expected_prev, seq, "prev_hash does not match the previous entry's hash", hashes
-        # chain.entry_hash inlined: a Python call per entry is a tenth of the cost on a 1M-entry log.
-        if sha256(f"{prev_hash}\n{body}".encode()).hexdigest() != digest:
-            return count, expected_prev, seq, "entry hash does not match its content", hashes
-        if seq in checkpoint_seqs:
-            hashes[seq] = digest
-        expected_prev = digest
-    return count, expected_prev, None, None, hashes
-
-
-def _open_chain_cursor(session: Session) -> Any:
-    """Return a DBAPI cursor over (seq, prev_hash, hash, body) in chain order, in the session's transaction."""
-    # The driver's own cursor: SQLAlchemy rows cost more per entry than the hashing on a 1M-entry log.
-    connection = session.connection()
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    if connection.dialect.name == "postgresql":
-        # A named (server-side) cursor streams the log instead of loading every row into memory first.
-        cursor = raw.cursor(name="edgeloop_audit_verify")
-        cursor.itersize = VERIFY_BATCH_ROWS
-    else:
-        cursor = raw.cursor()
-    cursor.execute("SELECT seq, prev_hash, hash, body FROM audit_entries ORDER BY seq")
-    return cursor
-
-
-def verify(*, session: Session, public_key: bytes | None) -> VerifyReport:
-    """Recompute every hash, check the links, the head and each signed checkpoint."""
-    started = time.perf_counter()
-    checkpoints = {cp.seq: cp for cp in session.scalars(select(AuditCheckpoint))}
-    cursor = _open_chain_cursor(session)
-    try:
-        count, expected_prev, broken, reason, hashes = _walk_chain(cursor, set(checkpoints))
-    finally:
-        cursor.close()
-    head = session.execute(select(AuditHead.seq, AuditHead.hash)).one_or_none()
-    head_seq, head_hash = (int(head.seq), str(head.hash)) if head else (0, GENESIS_HASH)
-    last_seq = count if broken is None else count - 1
-    if broken is None and (head_seq != last_seq or head_hash != expected_prev):
-        broken, reason = last_seq + 1, f"chain ends at {last_seq} but the head says {head_seq}"
-    verified = 0
-    for seq in sorted(checkpoints):
-        checkpoint = checkpoints[seq]
-        if broken is not None and seq >= broken:
-            break
-        if seq > last_seq:
-            broken, reason = last_seq + 1, f"log truncated: signed checkpoint at {seq} beyond the end {last_seq}"
-            break
-        if hashes.get(seq) != checkpoint.head_hash:
-            broken, reason = seq, f"checkpoint {seq} does not match the chain (rewritten log)"
-            break
-        signature = base64.b64decode(checkpoint.signature)
-        if public_key is not None and not verify_signature(
-            public_key, signature, checkpoint_message(seq, checkpoint.head_hash)
-        ):
-            broken, reason = seq, f"checkpoint {seq} has an invalid signature"
-            break
-        verified += 1
-    return VerifyReport(
-        ok=broken is None, entries=count, head_seq=head_seq, head_hash=head_hash,
-        first_broken_seq=broken, reason=reason, checkpoints_verified=verified,
-        last_checkpoint_seq=max(checkpoints) if checkpoints else None,
-        elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
-    )

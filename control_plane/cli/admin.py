@@ -12,12 +12,15 @@ import typer
 from rich.table import Table
 
 from control_plane.audit import service as audit
+from control_plane.audit.checkpoints import AuditChainBroken, CheckpointSink, checkpoint_once, load_checkpoint_file
 from control_plane.auth import service as auth
 from control_plane.auth.roles import Role
 from control_plane.auth.schemas import TokenCreate
 from control_plane.cli.context import CLI_ACTOR, console, db_session, err_console, load_settings
 from control_plane.db import migrate
 from control_plane.db.session import Database
+from control_plane.errors import Invalid
+from control_plane.private_files import ensure_private_dir
 from control_plane.signing import Signer
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -29,7 +32,7 @@ audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=Tr
 def db_upgrade(revision: str = "heads") -> None:
     """Apply migrations."""
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)
     migrate.upgrade(settings.resolved_database_url, revision)
     console.print(f"database at {', '.join(migrate.current(settings.resolved_database_url))}")
 
@@ -99,25 +102,47 @@ def _audit_signer() -> Signer:
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def audit_verify(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    against: Annotated[list[Path] | None, typer.Option(
+        "--against", help="Checkpoint JSON-lines file(s) kept outside the database (repeatable): catches deleted "
+                          "rows and checkpoints, truncation and rewrites the database alone cannot show.")] = None,
+) -> None:
     """Recompute the chain; exit 1 and name the first broken entry if it was tampered with."""
+    try:
+        external = [record for path in against or [] for record in load_checkpoint_file(path)]
+    except Invalid as exc:
+        err_console.print(f"[red]cannot use --against[/]: {exc.message}")
+        raise typer.Exit(2) from exc
     with db_session(write=False) as session:
-        report = audit.verify(session=session, public_key=_audit_signer().public_raw)
+        report = audit.verify(session=session, public_key=_audit_signer().public_raw, external=external)
     if as_json:
         print(report.model_dump_json())
     elif report.ok:
         console.print(f"[green]ok[/]: {report.entries} entries, {report.checkpoints_verified} signed checkpoints "
-                      f"verified, head {report.head_hash[:16]}… ({report.elapsed_ms:.0f} ms)")
+                      f"verified, {report.external_checkpoints_verified} from --against, "
+                      f"head {report.head_hash[:16]}… ({report.elapsed_ms:.0f} ms)")
     else:
-        err_console.print(f"[red]BROKEN[/] at entry {report.first_broken_seq}: {report.reason}")
+        where = (f"entry {report.first_broken_seq}" if report.first_broken_seq is not None
+                 else f"checkpoint {report.broken_checkpoint_seq}")
+        err_console.print(f"[red]BROKEN[/] at {where}: {report.reason}")
+        for problem in report.problems[1:]:
+            err_console.print(f"  also: {problem}")
     raise typer.Exit(0 if report.ok else 1)
 
 
 @audit_app.command("checkpoint")
 def audit_checkpoint() -> None:
-    """Sign the current head now."""
-    with db_session() as session:
-        checkpoint = audit.create_checkpoint(session=session, signer=_audit_signer())
+    """Verify the entries since the last trusted checkpoint, then sign the current head and publish it."""
+    settings = load_settings()
+    database = Database(settings.resolved_database_url)
+    try:
+        checkpoint = checkpoint_once(database, _audit_signer(), CheckpointSink.from_settings(settings))
+    except AuditChainBroken as exc:
+        err_console.print(f"[red]not signed[/]: {exc.message}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
     console.print(f"checkpoint at {checkpoint.seq}" if checkpoint else "head already checkpointed")
 
 

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from control_plane.private_files import prepare_sqlite_file
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SqliteBegin = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
 
@@ -48,7 +50,8 @@ def create_db_engine(url: str, *, sqlite_begin: SqliteBegin = "DEFERRED", **kwar
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database file's mode.
+            prepare_sqlite_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _configure_sqlite(engine, sqlite_begin)
         return engine

@@ -9,10 +9,20 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import PlainTextResponse
 
 from control_plane.auth.roles import Role
-from control_plane.deps import Admin, Approver, Reader, ReaderOrDevice, SessionDep, Writer, require_device
+from control_plane.deps import (
+    Admin,
+    Approver,
+    Reader,
+    ReaderOrDevice,
+    SessionDep,
+    SettingsDep,
+    Writer,
+    require_device,
+)
 from control_plane.fleet import rollouts, service
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory, factory_for
+from control_plane.fleet.policy import ProtectedFleet
 from control_plane.fleet.schemas import (
     DeploymentCreate,
     DeviceCreate,
@@ -69,15 +79,17 @@ def get_device(device_id: str, session: SessionDep, caller: ReaderOrDevice) -> D
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceRead)
-def update_device(device_id: str, body: DeviceUpdate, session: SessionDep, caller: Writer) -> DeviceRead:
-    """Change a device's name, group or labels."""
+def update_device(device_id: str, body: DeviceUpdate, session: SessionDep, settings: SettingsDep, caller: Writer
+                  ) -> DeviceRead:
+    """Change a device's name, group or labels (into or out of the protected set: approvers only)."""
     return service.device_read(service.update_device(session=session, device_id=device_id, request=body,
-                                                     actor=caller.actor))
+                                                     actor=caller.actor, principal=caller,
+                                                     policy=ProtectedFleet.from_settings(settings)))
 
 
 @router.post("/devices/{device_id}/token", response_model=DeviceProvisioned)
-def rotate_device_token(device_id: str, request: Request, session: SessionDep, caller: Writer) -> DeviceProvisioned:
-    """Revoke the device's token and issue a new one (re-provisioning, also how a device learns a new key)."""
+def rotate_device_token(device_id: str, request: Request, session: SessionDep, caller: Admin) -> DeviceProvisioned:
+    """Revoke the device's token and issue a new one (admins only: whoever receives it can act as the device)."""
     device, token = service.rotate_token(session=session, device_id=device_id, actor=caller.actor)
     return service.provisioned(device, token, manifest_factory(request))
 
@@ -120,10 +132,16 @@ def broker_acl(session: SessionDep, _: Admin) -> str:
 
 
 @router.post("/deployments", status_code=status.HTTP_201_CREATED, response_model=RolloutRead)
-def create_deployment(body: DeploymentCreate, request: Request, session: SessionDep, caller: Writer) -> RolloutRead:
-    """Deploy a model version (by number or alias) to the selected devices; returns the started rollout."""
+def create_deployment(body: DeploymentCreate, request: Request, session: SessionDep, settings: SettingsDep,
+                      caller: Writer) -> RolloutRead:
+    """Deploy a model version (by number or alias) to the selected devices; returns the started rollout.
+
+    Protected devices (default: labelled env=production) get only the version the protected alias names, unless
+    the caller is an approver.
+    """
     rollout = service.create_deployment(session=session, factory=manifest_factory(request), request=body,
-                                        actor=caller.actor)
+                                        actor=caller.actor, principal=caller,
+                                        policy=ProtectedFleet.from_settings(settings))
     return service.rollout_read(session, rollout)
 
 

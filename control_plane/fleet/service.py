@@ -9,12 +9,13 @@ from control_plane.approvals.models import DeviceQuarantine
 from control_plane.audit import service as audit
 from control_plane.auth import service as auth_service
 from control_plane.auth.roles import Role
-from control_plane.auth.schemas import TokenCreate
+from control_plane.auth.schemas import Principal, TokenCreate
 from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.fleet import rollouts
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.models import Deployment, Device, DeviceEvent, Manifest, Rollout, RolloutTarget
+from control_plane.fleet.policy import ProtectedFleet, check_deployment, check_device_change
 from control_plane.fleet.schemas import (
     DeploymentCreate,
     DeviceCreate,
@@ -88,10 +89,15 @@ def get_device(*, session: Session, device_id: str, lock: bool = False) -> Devic
     return device
 
 
-def update_device(*, session: Session, device_id: str, request: DeviceUpdate, actor: str) -> Device:
-    """Change a device's name, group or labels."""
+def update_device(*, session: Session, device_id: str, request: DeviceUpdate, actor: str,
+                  principal: Principal | None = None, policy: ProtectedFleet | None = None) -> Device:
+    """Change a device's name, group or labels (in or out of the protected set only with an approver)."""
     device = get_device(session=session, device_id=device_id, lock=True)
     changes = request.model_dump(exclude_unset=True)
+    if principal is not None and policy is not None:
+        group = changes.get("group", device.group_name)
+        labels = changes["labels"] if changes.get("labels") is not None else device.labels
+        check_device_change(policy, principal, device, group, labels)
     if "name" in changes and changes["name"] is not None:
         device.name = changes["name"]
     if "group" in changes:
@@ -157,13 +163,19 @@ def _resolve_version(session: Session, request: DeploymentCreate) -> ModelVersio
 
 
 def create_deployment(*, session: Session, factory: ManifestFactory, request: DeploymentCreate,
-                      actor: str) -> Rollout:
-    """Deploy a model version to the selected devices: record the intent, plan waves, start the rollout."""
+                      actor: str, principal: Principal | None = None, policy: ProtectedFleet | None = None) -> Rollout:
+    """Deploy a model version to the selected devices: record the intent, plan waves, start the rollout.
+
+    With a ``principal`` and ``policy`` (the API), protected devices get only the protected alias's version unless
+    the caller may approve; without (the local CLI, which holds the database anyway) no policy applies.
+    """
     version = _resolve_version(session, request)
     artifact = registry_artifacts.pick_artifact(model_version=version, quantization=request.quantization)
     devices = resolve_selector(session=session, selector=request.selector)
     if not devices:
         raise Invalid("the selector matches no device")
+    if principal is not None and policy is not None:
+        check_deployment(session, policy, principal, version, devices)
     factory.template(session, version=version, artifact=artifact)  # Fail now if the artifact cannot run.
     strategy = request.strategy.model_dump(mode="json")
     if request.max_latency_ms is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 
 def test_mutations_are_audited_and_verifiable(client: TestClient, admin_headers: dict[str, str]) -> None:
@@ -41,3 +42,14 @@ def test_checkpointing_needs_admin(client: TestClient, operator_headers: dict[st
     assert client.post("/api/v1/audit/checkpoints", headers=operator_headers).status_code == 403
     key = client.get("/api/v1/audit/public-key", headers=operator_headers).json()
     assert len(key["key_id"]) == 16
+
+
+def test_verify_against_the_replicas_checkpoint_file(client: TestClient, admin_headers: dict[str, str]) -> None:
+    client.post("/api/v1/models", json={"name": "kept"}, headers=admin_headers)
+    assert client.post("/api/v1/audit/checkpoints", headers=admin_headers).status_code == 201
+    database = client.app.state.database  # type: ignore[attr-defined]
+    with database.transaction() as session:
+        session.execute(text("DELETE FROM audit_checkpoints"))
+    assert client.get("/api/v1/audit/verify", headers=admin_headers).json()["ok"]
+    report = client.get("/api/v1/audit/verify", params={"against_checkpoint_file": True}, headers=admin_headers)
+    assert not report.json()["ok"] and "missing from the database" in report.json()["reason"]

@@ -45,9 +45,10 @@ def test_provision_returns_scoped_token_key_and_broker(client: TestClient, opera
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_rotating_the_token_revokes_the_old_one(client: TestClient, operator_headers: dict[str, str]) -> None:
+def test_rotating_the_token_revokes_the_old_one(client: TestClient, operator_headers: dict[str, str],
+                                                admin_headers: dict[str, str]) -> None:
     old = provision(client, operator_headers, "dev-r")["token"]
-    rotated = client.post("/api/v1/fleet/devices/dev-r/token", headers=operator_headers)
+    rotated = client.post("/api/v1/fleet/devices/dev-r/token", headers=admin_headers)
     assert rotated.status_code == 200
     new = rotated.json()["token"]
     assert client.get("/api/v1/fleet/devices/dev-r", headers={"Authorization": f"Bearer {old}"}).status_code == 401

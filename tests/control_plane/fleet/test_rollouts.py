@@ -98,7 +98,8 @@ def fleet(client: TestClient, database: Database, operator_headers: dict[str, st
 
 
 def test_deploy_issues_signed_int8_manifest_with_self_test_from_the_artifact(
-        fleet: Fleet, fleet_models: FleetModels, operator_headers: dict[str, str]) -> None:
+        fleet: Fleet, fleet_models: FleetModels, operator_headers: dict[str, str],
+        admin_headers: dict[str, str]) -> None:
     client = fleet.client
     client.put("/api/v1/models/digits/aliases/candidate", json={"version": 2}, headers=operator_headers)
     response = client.post("/api/v1/fleet/deployments", headers=operator_headers, json={
@@ -130,8 +131,8 @@ def test_deploy_issues_signed_int8_manifest_with_self_test_from_the_artifact(
     assert client.get("/api/v1/fleet/devices/d1/manifest", headers=operator_headers).status_code == 404
 
     # Devices download only artifacts their own manifests name.
-    d0 = client.post("/api/v1/fleet/devices/d0/token", headers=operator_headers).json()["token"]
-    d1 = client.post("/api/v1/fleet/devices/d1/token", headers=operator_headers).json()["token"]
+    d0 = client.post("/api/v1/fleet/devices/d0/token", headers=admin_headers).json()["token"]
+    d1 = client.post("/api/v1/fleet/devices/d1/token", headers=admin_headers).json()["token"]
     url = f"/api/v1/artifacts/sha256/{sha}"
     assert client.get(url, headers={"Authorization": f"Bearer {d0}"}).content == fleet_models.v2_int8
     assert client.get(url, headers={"Authorization": f"Bearer {d1}"}).status_code == 403
