@@ -184,14 +184,14 @@ class OtaUpdater:
     def _load_committed(self, active: dict[str, Any]) -> None:
         """Load the active model; if it is damaged or keeps crashing the agent, fall back to the previous one."""
         boots = self.slots.count_boot(active["sha256"])
+        crash_loop = boots > self.config.ota_max_attempts
+        reason = "crash_loop" if crash_loop else "load_failed"
         for candidate in (active, active.get("previous")):
             if not candidate:
                 continue
-            reason = "load_failed"
             path = self.slots.model_path(candidate["slot"])
             try:
-                if candidate is active and boots > self.config.ota_max_attempts:
-                    reason = "crash_loop"
+                if candidate is active and crash_loop:
                     raise RuntimeError(f"loading it was cut short {boots - 1} times in a row")
                 if file_sha256(path) != candidate["sha256"]:
                     raise ValueError("sha256 of the slot file does not match")

@@ -150,6 +150,7 @@ class Fault:
     endless: bool = False  # stream garbage forever with no Content-Length
     gate_at: int | None = None  # after this many bytes, wait for `release` (signals `reached`)
     trickle_s: float | None = None  # send one byte per this many seconds until `release` (a slow server)
+    chunk_delay_s: float | None = None  # send 4 KiB chunks with this pause between them
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -242,6 +243,15 @@ class ArtifactServer:
                             time.sleep(fault.trickle_s)
                     except OSError:
                         return
+                    return
+                if fault.chunk_delay_s is not None:
+                    try:
+                        for offset in range(0, len(body), 4096):
+                            self.wfile.write(body[offset:offset + 4096])
+                            self.wfile.flush()
+                            time.sleep(fault.chunk_delay_s)
+                    except OSError:
+                        pass
                     return
                 if fault.gate_at is not None and start < fault.gate_at:
                     self.wfile.write(body[: fault.gate_at - start])
