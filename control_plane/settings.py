@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0, description="How often to sign the audit head.")
     audit_key_path: Path | None = None
     signing_key_path: Path | None = None
+    key_encryption_key: SecretStr | None = Field(default=None, description=(
+        "Base64 of 32 random bytes. Set: signing keys live in the database, private halves AES-GCM encrypted"
+        " under it, shared by every replica (docs/security.md#signing-keys). Unset: key files in data_dir."))
 
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; no bridge when unset.")
     mqtt_protocol: Literal["5", "3.1.1"] = "5"

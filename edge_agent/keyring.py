@@ -186,7 +186,13 @@ class KeyRing:
             raise KeyRejected("malformed", f"key_rotations must be a list of at most {MAX_ROTATIONS}")
         candidate = self.current
         for document in rotations:
-            candidate = candidate.rotate(document, now)
+            try:
+                candidate = candidate.rotate(document, now)
+            except KeyRejected as exc:
+                # Skipping is safe: an unverifiable document adds no trust, and the manifest's own signature
+                # still decides. It is also needed: a device provisioned after a rotation already trusts the
+                # new key and cannot verify the older documents that every manifest carries.
+                log.info("skipping a rotation document: %s", exc)
         return candidate.verify_envelope(envelope, now), candidate
 
     def commit(self, keys: KeySet) -> None:

@@ -18,6 +18,7 @@ from control_plane.auth.schemas import TokenCreate
 from control_plane.cli.context import CLI_ACTOR, console, db_session, err_console, load_settings
 from control_plane.db import migrate
 from control_plane.db.session import Database
+from control_plane.keys.service import KeyStore
 from control_plane.signing import Signer
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -94,15 +95,21 @@ def token_revoke(token_id: str) -> None:
 
 
 def _audit_signer() -> Signer:
+    # The shared key from the database key store (or the checked key file); call it before opening a session.
     settings = load_settings()
-    return Signer.load_or_create(settings.audit_key_path or settings.keys_dir / "audit.pem")
+    database = Database(settings.resolved_database_url)
+    try:
+        return KeyStore(settings, database).load("audit")
+    finally:
+        database.dispose()
 
 
 @audit_app.command("verify")
 def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Recompute the chain; exit 1 and name the first broken entry if it was tampered with."""
+    public_key = _audit_signer().public_raw
     with db_session(write=False) as session:
-        report = audit.verify(session=session, public_key=_audit_signer().public_raw)
+        report = audit.verify(session=session, public_key=public_key)
     if as_json:
         print(report.model_dump_json())
     elif report.ok:
@@ -116,8 +123,9 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 @audit_app.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign the current head now."""
+    signer = _audit_signer()
     with db_session() as session:
-        checkpoint = audit.create_checkpoint(session=session, signer=_audit_signer())
+        checkpoint = audit.create_checkpoint(session=session, signer=signer)
     console.print(f"checkpoint at {checkpoint.seq}" if checkpoint else "head already checkpointed")
 
 

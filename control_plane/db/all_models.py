@@ -6,6 +6,7 @@ from control_plane.auth import models as auth_models
 from control_plane.drift import models as drift_models  # noqa: F401  (monitors, hysteresis state)
 from control_plane.evals import models as eval_models  # noqa: F401  (eval datasets, runs, results)
 from control_plane.fleet import models as fleet_models  # noqa: F401  (devices, rollouts, manifests)
+from control_plane.keys import models as key_models  # noqa: F401  (signing keys shared by replicas)
 from control_plane.lineage import models as lineage_models
 from control_plane.prompts import models as prompt_models  # noqa: F401  (prompts, labels, agent runs)
 from control_plane.registry import models as registry_models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,12 +44,23 @@ def _configure_sqlite(engine: Engine, begin: SqliteBegin) -> None:
     setattr(engine.dialect, "do_begin", _do_begin)  # noqa: B010 - an instance override, on purpose
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm files the same mode) or tighten it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def create_db_engine(url: str, *, sqlite_begin: SqliteBegin = "DEFERRED", **kwargs: Any) -> Engine:
     """Create an engine for ``url`` with the settings each backend needs (SQLite transactions use ``sqlite_begin``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _configure_sqlite(engine, sqlite_begin)
         return engine
