@@ -144,3 +144,18 @@ def test_rotation_without_the_key_store_is_refused(settings: Settings, monkeypat
     monkeypatch.delenv("EDGELOOP_KEY_ENCRYPTION_KEY", raising=False)
     result = CliRunner().invoke(cli, ["keys", "rotate"])
     assert result.exit_code == 1 and "EDGELOOP_KEY_ENCRYPTION_KEY" in result.output
+
+
+def test_moving_from_key_files_to_the_key_store(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _replica(settings, "replica-a")
+    manifest_key, audit_key = _keys_of(files)
+    with pytest.raises(KeyStoreError, match="only the public half"):
+        _keys_of(_replica(settings, "replica-b", KEK))
+    monkeypatch.setenv("EDGELOOP_DATA_DIR", str(files.data_dir))
+    monkeypatch.setenv("EDGELOOP_DATABASE_URL", str(files.database_url))
+    monkeypatch.setenv("EDGELOOP_KEY_ENCRYPTION_KEY", KEK)
+    for purpose in ("manifest", "audit"):
+        result = CliRunner().invoke(cli, ["keys", "import", "--purpose", purpose])
+        assert result.exit_code == 0, result.output
+    assert _keys_of(_replica(settings, "replica-b", KEK)) == (manifest_key, audit_key)
+    assert _keys_of(files) == (manifest_key, audit_key)  # the file replica still agrees
