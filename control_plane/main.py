@@ -16,13 +16,14 @@ from control_plane.db.session import Database
 from control_plane.errors import ServiceUnavailable, install_error_handlers
 from control_plane.events.hub import event_workers
 from control_plane.fleet.bridge import fleet_bridge
+from control_plane.fleet.manifests import ManifestFactory
+from control_plane.keys.service import KeyStore
 from control_plane.private_files import ensure_private_dir
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
 from control_plane.retention import RetentionPolicy, retention_worker
 from control_plane.runtime import serving_gc
 from control_plane.settings import Settings
-from control_plane.signing import Signer
 from control_plane.telemetry.workers import telemetry_workers
 from control_plane.ui.routes import install_ui
 from control_plane.workers import Worker, audit_checkpointer
@@ -52,6 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Before anything runs: a replica whose keys disagree with the database refuses to start (KeyStoreError).
+        app.state.audit_signer = app.state.key_store.load("audit")
+        app.state.fleet_factory = ManifestFactory.from_settings(settings, app.state.artifact_store, app.state.key_store)
         sync_on_startup(app.state.database, settings)  # prompts/*.md → registry; idempotent, replica-safe
         workers = build_workers(app, settings)
         for worker in workers:
@@ -68,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = Database(settings.resolved_database_url)
     app.state.artifact_store = ArtifactStore(settings.artifacts_dir, settings.max_artifact_bytes)
-    app.state.audit_signer = Signer.load_or_create(settings.audit_key_path or settings.keys_dir / "audit.pem")
+    app.state.key_store = KeyStore(settings, app.state.database)
     install_error_handlers(app)
     include_api_routers(app)
     install_ui(app, settings)

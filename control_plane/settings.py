@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         "Run this command (no shell; {seq} is replaced) with each checkpoint line on stdin, e.g."
         " `aws --endpoint-url https://s3.example s3 cp - s3://audit/edgeloop/{seq}.json`."))
     signing_key_path: Path | None = None
+    key_encryption_key: SecretStr | None = Field(default=None, description=(
+        "Base64 of 32 random bytes. Set: signing keys live in the database, private halves AES-GCM encrypted"
+        " under it, shared by every replica (docs/security.md#signing-keys). Unset: key files in data_dir."))
 
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; no bridge when unset.")
     mqtt_protocol: Literal["5", "3.1.1"] = "5"

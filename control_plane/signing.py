@@ -51,6 +51,12 @@ class Signer:
             os.fsync(handle.fileno())
         return cls(key)
 
+    def private_raw(self) -> bytes:
+        """Return the 32-byte raw private key (only for encrypting it at rest)."""
+        return self._private_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+
     def sign(self, message: bytes) -> bytes:
         """Return the 64-byte signature over ``message``."""
         return self._private_key.sign(message)

@@ -12,6 +12,7 @@ from edge_agent.daemon import EdgeAgent
 from edge_agent.telemetry_loop import TelemetryLoop
 
 PAUSE_ENV = "EDGELOOP_EDGE_TEST_PAUSE_AT"
+CRASH_ENV = "EDGELOOP_EDGE_TEST_CRASH_SHA256"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"edgeloop-edge: {exc}", file=sys.stderr)
         return 2
-    # Test hook only: makes the process block at a named point of the update so tests can kill -9 it.
-    agent = EdgeAgent(config, pause_at=os.environ.get(PAUSE_ENV) or None)
+    # Test hooks only: block at a named point of the update so tests can kill -9 it, or play a model
+    # that kills the agent whenever it is loaded.
+    agent = EdgeAgent(config, pause_at=os.environ.get(PAUSE_ENV) or None,
+                      crash_on_sha256=os.environ.get(CRASH_ENV) or None)
     telemetry = TelemetryLoop(agent)
     agent.run_forever(on_start=telemetry.start, on_stop=telemetry.stop)
     return 0

@@ -39,6 +39,13 @@ class EdgeConfig:
     download_timeout_s: float = 10.0
     telemetry_queue_windows: int = 10_000
     telemetry_window_s: float = 60.0
+    # OTA bounds (docs/edge-agent.md#bounded-updates): a download must average this rate after the grace.
+    download_min_rate_bps: float = 4096.0
+    download_grace_s: float = 60.0
+    ota_max_attempts: int = 3
+    ota_retry_backoff_s: float = 2.0
+    manifest_max_validity_s: float = 30 * 86_400.0
+    manifest_clock_skew_s: float = 300.0
 
     @property
     def broker_host(self) -> str:
@@ -98,6 +105,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError("broker_url must look like mqtt://host:port")
     if config.max_artifact_bytes <= 0:
         raise ConfigError("max_artifact_bytes must be positive")
+    if not (config.download_min_rate_bps > 0 and config.download_grace_s >= 0 and config.ota_max_attempts >= 1
+            and config.ota_retry_backoff_s >= 0 and config.manifest_max_validity_s > 0
+            and config.manifest_clock_skew_s >= 0):
+        raise ConfigError("download/OTA/manifest bounds must be positive (ota_max_attempts at least 1)")
     if config.telemetry_queue_windows <= 0 or config.telemetry_window_s <= 0:
         raise ConfigError("telemetry_queue_windows and telemetry_window_s must be positive")
     return config

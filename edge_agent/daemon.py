@@ -27,7 +27,12 @@ class EdgeAgent:
     """One device: state dir, inference engine, OTA updater and MQTT link wired together."""
 
     def __init__(
-        self, config: EdgeConfig, *, recorder: TelemetryRecorder | None = None, pause_at: str | None = None
+        self,
+        config: EdgeConfig,
+        *,
+        recorder: TelemetryRecorder | None = None,
+        pause_at: str | None = None,
+        crash_on_sha256: str | None = None,
     ) -> None:
         if pause_at is not None and pause_at not in PAUSE_POINTS:
             raise ValueError(f"pause_at must be one of {PAUSE_POINTS}")
@@ -40,8 +45,9 @@ class EdgeAgent:
         self.updater = OtaUpdater(
             config=config, key=load_public_key(config.trusted_public_key), slots=self.slots,
             engine=self.engine, emit=self._emit_status, pause_at=pause_at, on_activated=self._activated,
+            crash_on_sha256=crash_on_sha256,
         )
-        self.link = MqttLink(config, on_manifest=self._manifests.put, presence=self._presence)
+        self.link = MqttLink(config, on_manifest=self._on_manifest, presence=self._presence)
         self._worker = threading.Thread(target=self._work, name="edge-ota", daemon=True)
         self.http: ThreadingHTTPServer | None = None
 
@@ -74,7 +80,9 @@ class EdgeAgent:
 
     def start(self) -> None:
         """Resolve interrupted updates, load the model, then connect and start serving."""
-        self.updater.boot()
+        retry = self.updater.boot()
+        if retry is not None:
+            self._manifests.put(retry)  # An update a crash cut short; the worker backs off before it.
         self._worker.start()
         self.link.start()
         if self.config.predict_port is not None:
@@ -104,6 +112,11 @@ class EdgeAgent:
         if on_stop is not None:
             on_stop()
         self.stop()
+
+    def _on_manifest(self, message: bytes) -> None:
+        # On paho's thread: a newer manifest cancels a slow download now instead of queueing behind it.
+        self.updater.offer(message)
+        self._manifests.put(message)
 
     def _emit_status(self, event: dict[str, Any]) -> None:
         self.link.publish(device_topic(self.config.device_id, "status"), json.dumps(event).encode())

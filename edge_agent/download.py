@@ -73,29 +73,68 @@ class _Sink:
             self._handle = None
 
 
+def _same_origin(a: str, b: str) -> bool:
+    from edge_agent.manifest import url_origin  # manifest imports nothing from here; keep it one-way
+
+    try:
+        return url_origin(a) == url_origin(b)
+    except ValueError:
+        return False
+
+
 class _SameHostAuthRedirect(urllib.request.HTTPRedirectHandler):
-    """Follow redirects but never forward the device token to another host (e.g. a presigned store URL)."""
+    """Follow redirects but never forward the device token to another origin (e.g. a presigned store URL)."""
 
     def redirect_request(
         self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> urllib.request.Request | None:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+        if new is not None and not _same_origin(newurl, req.full_url):
             new.remove_header("Authorization")
         return new
+
+
+class _Clock:
+    """The overall deadline and the pre-emption check shared by every request of one download."""
+
+    def __init__(self, deadline_s: float | None, cancelled: Callable[[], bool] | None) -> None:
+        self.deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        self.deadline_s = deadline_s
+        self.cancelled = cancelled
+
+    def check(self, size: int) -> None:
+        """Raise DownloadError if a newer manifest pre-empted us or the deadline passed."""
+        if self.cancelled is not None and self.cancelled():
+            raise DownloadError("superseded", f"a newer manifest arrived after {size} bytes")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DownloadError("download_too_slow", f"{size} bytes in {self.deadline_s:.0f}s")
+
+    def timeout(self, per_read_s: float) -> float:
+        """Return the socket timeout: the per-read timeout, never past the deadline."""
+        if self.deadline is None:
+            return per_read_s
+        return max(0.05, min(per_read_s, self.deadline - time.monotonic()))
+
+    def sleep(self, delay: float, size: int) -> None:
+        """Back off, waking early to honour pre-emption and the deadline."""
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            self.check(size)
+            time.sleep(min(left, 0.1))
+        self.check(size)
 
 
 _OPENER = urllib.request.build_opener(_SameHostAuthRedirect())
 
 
-def _fetch_once(url: str, token: str, sink: _Sink, limit: int, timeout_s: float) -> None:
+def _fetch_once(url: str, token: str, sink: _Sink, limit: int, timeout_s: float, clock: _Clock) -> None:
     """Issue one GET (ranged if resuming) and stream the body into sink."""
     headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
     if sink.size:
         headers["Range"] = f"bytes={sink.size}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = _OPENER.open(request, timeout=timeout_s)
+        response = _OPENER.open(request, timeout=clock.timeout(timeout_s))
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and sink.size:
             return  # We already hold every byte; the hash check decides.
@@ -120,6 +159,7 @@ def _fetch_once(url: str, token: str, sink: _Sink, limit: int, timeout_s: float)
         received = 0
         try:
             while block := response.read1(CHUNK):
+                clock.check(sink.size)
                 if sink.size + len(block) > limit:
                     sink.reset()
                     raise DownloadError("size_exceeded", f"more than {limit} bytes")
@@ -146,14 +186,19 @@ def download_artifact(
     backoff_s: float = 0.2,
     timeout_s: float = 10.0,
     on_retry: Callable[[int, str], None] | None = None,
+    deadline_s: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> int:
     """Download url into dest (resuming a partial file), enforce the size bound and check sha256.
 
     dest=None streams through the hasher only (the caller shares an already stored copy).
     Returns the byte count; raises DownloadError with reason size_exceeded, sha256_mismatch or
     download_failed. Transient failures back off exponentially; attempts bounds the failures
-    in a row without progress.
+    in a row without progress. deadline_s bounds the whole download (reason download_too_slow) and
+    cancelled() is polled between chunks and during back-off (reason superseded); a timed-out or
+    pre-empted download keeps its partial file for a later attempt.
     """
+    clock = _Clock(deadline_s, cancelled)
     limit = min(declared_size, max_bytes)
     sink = _Sink(dest)
     if sink.size > limit:
@@ -163,7 +208,8 @@ def download_artifact(
     while True:
         before = sink.size
         try:
-            _fetch_once(url, token, sink, limit, timeout_s)
+            clock.check(sink.size)
+            _fetch_once(url, token, sink, limit, timeout_s, clock)
         except _Retry as exc:
             failures = 0 if sink.size > before else failures + 1
             if failures >= attempts:
@@ -174,10 +220,14 @@ def download_artifact(
                      url, exc, sink.size, delay)
             if on_retry is not None:
                 on_retry(sink.size, str(exc))
-            time.sleep(delay)
+            try:
+                clock.sleep(delay, sink.size)
+            except DownloadError:
+                sink.close(sync=True)
+                raise
             continue
         except DownloadError:
-            sink.close()
+            sink.close(sync=True)
             raise
         sink.close(sync=True)
         if sink.hasher.hexdigest() == sha256:

@@ -185,7 +185,7 @@ def run_self_test(runtime: ModelRuntime, test: SelfTest, min_timed_runs: int = 7
         if scores is None or scores.shape != expected.shape:
             return SelfTestResult(False, "self_test_failed", "score shape differs from expected_scores")
         worst = float(np.max(np.abs(scores.astype(np.float64) - expected)))
-        if worst > test.tolerance:
+        if not worst <= test.tolerance:  # written so that a NaN on either side fails the test
             return SelfTestResult(False, "self_test_failed", f"score off by {worst:.3g} > {test.tolerance}")
     rows = [np.asarray([row]) for row in test.inputs]
     runtime.run(rows[0])  # Warm-up: the first run allocates and would skew the median.

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
-import json
+import math
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.keyring import KeyRejected, KeyRing, KeySet
+from edge_agent.strict_json import INT64_LIMIT, StrictJsonError, loads_strict
 
 MANIFEST_SCHEMA = "edgeloop.manifest/v1"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -91,21 +95,23 @@ def load_public_key(spec: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(data)
 
 
-def _b64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise ManifestRejected("malformed", f"{what} is not a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ManifestRejected("malformed", f"{what} is not valid base64") from exc
+def open_envelope(message: bytes, keys: KeyRing | Ed25519PublicKey, now: float | None = None) -> bytes:
+    """Check the envelope shape and signature and return the signed payload bytes.
+
+    With a KeyRing, the envelope's rotation documents are applied first; use open_with_keys to get the
+    rotated set back without persisting it.
+    """
+    return open_with_keys(message, keys, now)[0]
 
 
-def open_envelope(message: bytes, key: Ed25519PublicKey) -> bytes:
-    """Check the envelope shape and signature and return the signed payload bytes."""
+def open_with_keys(
+    message: bytes, keys: KeyRing | Ed25519PublicKey, now: float | None = None
+) -> tuple[bytes, KeySet | None]:
+    """Return (payload bytes, the key set after the envelope's rotations) for a valid envelope."""
     try:
-        envelope = json.loads(message)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestRejected("malformed", "envelope is not JSON") from exc
+        envelope = loads_strict(message)
+    except StrictJsonError as exc:
+        raise ManifestRejected("malformed", f"envelope is not acceptable JSON: {exc}") from exc
     if not isinstance(envelope, dict):
         raise ManifestRejected("malformed", "envelope is not an object")
     if "payload" not in envelope:
@@ -114,13 +120,12 @@ def open_envelope(message: bytes, key: Ed25519PublicKey) -> bytes:
         raise ManifestRejected("malformed", "envelope has no payload")
     if not envelope.get("signature"):
         raise ManifestRejected("unsigned", "envelope has no signature")
-    payload = _b64(envelope["payload"], "payload")
-    signature = _b64(envelope["signature"], "signature")
+    ring = keys if isinstance(keys, KeyRing) else KeyRing(None, keys)
     try:
-        key.verify(signature, payload)
-    except InvalidSignature as exc:
-        raise ManifestRejected("bad_signature", f"key_id={envelope.get('key_id')!r}") from exc
-    return payload
+        payload, rotated = ring.open(envelope, now)
+    except KeyRejected as exc:
+        raise ManifestRejected(exc.reason, exc.detail) from exc
+    return payload, rotated
 
 
 def _require(cond: bool, detail: str) -> None:
@@ -133,7 +138,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _parse_self_test(raw: Any) -> SelfTest:
@@ -142,6 +147,7 @@ def _parse_self_test(raw: Any) -> SelfTest:
     _require(isinstance(inputs, list) and len(inputs) > 0, "self_test.inputs is empty")
     _require(all(isinstance(r, list) and r and all(_is_num(v) for v in r) for r in inputs),
              "self_test.inputs must be rows of numbers")
+    _require(len({len(r) for r in inputs}) == 1, "self_test.inputs rows must have one length")
     _require(isinstance(labels, list) and len(labels) == len(inputs), "expected_labels length")
     scores = raw.get("expected_scores")
     if scores is not None:
@@ -158,15 +164,17 @@ def _parse_self_test(raw: Any) -> SelfTest:
 def parse_payload(payload: bytes) -> Manifest:
     """Parse signed payload bytes into a Manifest, rejecting anything off-schema as malformed."""
     try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestRejected("malformed", "payload is not JSON") from exc
+        # NaN, Infinity, 1e999, integers beyond int64, invalid UTF-8 and deep nesting all end here.
+        raw = loads_strict(payload)
+    except StrictJsonError as exc:
+        raise ManifestRejected("malformed", f"payload is not acceptable JSON: {exc}") from exc
     _require(isinstance(raw, dict), "payload is not an object")
     _require(raw.get("schema") == MANIFEST_SCHEMA, f"schema must be {MANIFEST_SCHEMA}")
     art, model = raw.get("artifact"), raw.get("model")
     _require(isinstance(raw.get("device_id"), str), "device_id")
-    _require(_is_int(raw.get("sequence")) and raw["sequence"] >= 0, "sequence")
+    _require(_is_int(raw.get("sequence")) and 0 <= raw["sequence"] < INT64_LIMIT, "sequence")
     _require(_is_num(raw.get("issued_at")) and _is_num(raw.get("expires_at")), "issued_at/expires_at")
+    _require(0 < raw["issued_at"] < raw["expires_at"], "issued_at must be positive and before expires_at")
     _require(isinstance(model, dict) and isinstance(model.get("name"), str), "model")
     _require(isinstance(art, dict), "artifact")
     assert isinstance(art, dict) and isinstance(model, dict)
@@ -192,8 +200,64 @@ def parse_payload(payload: bytes) -> Manifest:
     )
 
 
+DEFAULT_MAX_VALIDITY_S = 30 * 86_400.0
+DEFAULT_CLOCK_SKEW_S = 300.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _check_characters(url: str) -> None:
+    # urlsplit silently drops tabs and newlines and IDNA maps look-alikes: refuse them all up front.
+    if not url.isascii() or "\\" in url or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ValueError("non-ASCII, backslash, whitespace or control character in the URL")
+
+
+def url_origin(url: str) -> tuple[str, str, int]:
+    """Return (scheme, host, port) of an http(s) URL, refusing every form that parsers disagree on.
+
+    Refused with ValueError: userinfo (user@host), backslashes, non-ASCII (IDNA look-alikes), whitespace
+    and control characters, percent signs in the host, a trailing dot, an empty host and bad ports.
+    Scheme and host compare case-insensitively, an omitted port is the scheme's default, and an IP
+    literal (IPv6 in brackets included) is compared in its canonical form.
+    """
+    import ipaddress
+
+    _check_characters(url)
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"scheme {scheme!r} is not http or https")
+    if "@" in parts.netloc:
+        raise ValueError("userinfo in the URL")
+    host = parts.hostname or ""
+    if not host or host.endswith(".") or "%" in host:
+        raise ValueError("empty host, trailing dot or percent-encoding in the host")
+    with contextlib.suppress(ValueError):  # A name stays as given, lower-cased.
+        host = ipaddress.ip_address(host).compressed
+    port = parts.port  # raises ValueError for a port out of range or not a number
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def artifact_url(control_plane_url: str, manifest_url: str) -> str:
+    """Resolve the manifest's artifact URL and return it only if it has the control plane's origin."""
+    if not manifest_url.startswith(("http://", "https://", "/")) or manifest_url.startswith("//"):
+        raise ValueError("artifact.url must be absolute http(s) or a path starting with one '/'")
+    _check_characters(manifest_url)
+    resolved = urllib.parse.urljoin(control_plane_url, manifest_url)
+    if url_origin(resolved) != url_origin(control_plane_url):
+        raise ValueError(f"{resolved[:200]!r} is not on the control plane's origin")
+    return resolved
+
+
 def check_policy(
-    manifest: Manifest, *, device_id: str, last_sequence: int | None, max_bytes: int, now: float | None = None
+    manifest: Manifest,
+    *,
+    device_id: str,
+    last_sequence: int | None,
+    max_bytes: int,
+    now: float | None = None,
+    max_validity_s: float = DEFAULT_MAX_VALIDITY_S,
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
+    control_plane_url: str | None = None,
 ) -> None:
     """Apply the device-side acceptance rules to a verified manifest (raise ManifestRejected)."""
     if manifest.device_id != device_id:
@@ -203,5 +267,16 @@ def check_policy(
     now = time.time() if now is None else now
     if manifest.expires_at <= now:
         raise ManifestRejected("expired", f"expired at {manifest.expires_at}", manifest)
+    if manifest.issued_at > now + clock_skew_s:
+        raise ManifestRejected("issued_in_future", f"issued at {manifest.issued_at}, now {now:.0f}", manifest)
+    if manifest.expires_at - manifest.issued_at > max_validity_s:
+        raise ManifestRejected(
+            "validity_too_long", f"valid {manifest.expires_at - manifest.issued_at:.0f}s > {max_validity_s}s",
+            manifest)
     if manifest.size > max_bytes:
         raise ManifestRejected("size_exceeded", f"declared {manifest.size} > cap {max_bytes}", manifest)
+    if control_plane_url is not None:
+        try:
+            artifact_url(control_plane_url, manifest.url)
+        except ValueError as exc:
+            raise ManifestRejected("untrusted_url", str(exc), manifest) from exc

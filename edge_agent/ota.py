@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import os
+import signal
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.config import EdgeConfig
 from edge_agent.download import DownloadError, download_artifact
 from edge_agent.inference import InferenceEngine, ModelRuntime, make_session, run_self_test
-from edge_agent.manifest import Manifest, ManifestRejected, check_policy, open_envelope, parse_payload
-from edge_agent.slots import SlotStore
+from edge_agent.keyring import KeyRing
+from edge_agent.manifest import Manifest, ManifestRejected, artifact_url, check_policy, open_with_keys, parse_payload
+from edge_agent.slots import SlotStore, attempts_of
 
 log = logging.getLogger(__name__)
 STATUS_SCHEMA = "edgeloop.status/v1"
 PAUSE_POINTS = ("downloaded", "before_commit", "after_commit")
+MAX_RETRY_DELAY_S = 300.0
 
 StatusSink = Callable[[dict[str, Any]], None]
 
@@ -86,23 +90,31 @@ class OtaUpdater:
         self,
         *,
         config: EdgeConfig,
-        key: Ed25519PublicKey,
+        key: Ed25519PublicKey | KeyRing,
         slots: SlotStore,
         engine: InferenceEngine,
         emit: StatusSink,
         artifacts: ArtifactCache | None = None,
         pause_at: str | None = None,
         on_activated: Callable[[dict[str, Any]], None] | None = None,
+        crash_on_sha256: str | None = None,
     ) -> None:
         self.config = config
-        self.key = key
+        self.keys = key if isinstance(key, KeyRing) else KeyRing(slots.root / "trusted_keys.json", key)
         self.slots = slots
         self.engine = engine
         self.emit = emit
         self.artifacts = artifacts or PrivateArtifacts()
         self.pause_at = pause_at
         self.on_activated = on_activated
+        self.crash_on_sha256 = crash_on_sha256  # test hook: SIGKILL ourselves when loading this model
         self._lock = threading.Lock()
+        self._offer_lock = threading.Lock()
+        self._newest_seen = -1
+        self._inflight: int | None = None
+        self._cancel = threading.Event()
+        self._current: Manifest | None = None
+        self._touched = False
 
     def status(
         self,
@@ -125,47 +137,97 @@ class OtaUpdater:
             log.exception("could not emit status %s", state)
         return event
 
-    def boot(self) -> None:
-        """Resolve a crash-interrupted update, then load the committed active model."""
+    def boot(self) -> bytes | None:
+        """Resolve a crash-interrupted update and load the committed model; return a manifest to retry."""
         resolution = self.slots.resolve_boot()
         active = self.slots.active()
-        if resolution is not None:
-            self.slots.set_outcome(resolution.state, resolution.reason)
-            slot = active["slot"] if active else None
-            log.warning("boot: trial of sequence %s resolved as %s", resolution.record.get("sequence"),
-                        resolution.state)
-            self.status(resolution.state, reason=resolution.reason, info=resolution.record, slot=slot)
+        if resolution is not None and resolution.state == "activated":
+            self.slots.set_outcome("activated")
+            log.warning("boot: trial of sequence %s had been committed", resolution.record.get("sequence"))
+            self.status("activated", info=resolution.record, slot=resolution.record.get("slot"))
         ota = self.slots.ota_record()
-        in_progress = ota.get("outcome") == "in_progress"
-        if active and in_progress and ota.get("last_accepted") == active.get("sequence"):
-            self.slots.set_outcome("activated")  # Crashed after the commit but before recording it.
+        retry = None
+        if ota.get("outcome") == "in_progress":
+            if active and ota.get("last_accepted") == active.get("sequence"):
+                self.slots.set_outcome("activated")  # Crashed after the commit but before recording it.
+            else:
+                retry = self._retry_or_give_up(ota, active)
         if active is not None:
             self._load_committed(active)
+        return retry
+
+    def _retry_or_give_up(self, ota: dict[str, Any], active: dict[str, Any] | None) -> bytes | None:
+        """An update was cut short by a crash: hand it back for a retry while the attempt budget lasts."""
+        attempts = attempts_of(ota)
+        info = {"rollout_id": ota.get("rollout_id"), "sequence": ota.get("last_accepted"), "model": ota.get("model")}
+        if attempts >= self.config.ota_max_attempts:
+            # The same crash every time: most likely the new model (or its artifact) kills the agent.
+            log.error("update to sequence %s crashed the agent %d times; staying on the committed model",
+                      info["sequence"], attempts)
+            self.slots.set_outcome("reverted", "crash_loop")
+            self.status("reverted", reason="crash_loop", info=info, slot=active["slot"] if active else None)
+            return None
+        log.warning("update to sequence %s was interrupted after attempt %d of %d; retrying",
+                    info["sequence"], attempts, self.config.ota_max_attempts)
+        envelope = ota.get("envelope")
+        try:
+            return base64.b64decode(envelope, validate=True) if isinstance(envelope, str) else None
+        except ValueError:
+            return None  # The retained copy on the broker resumes it instead.
+
+    def _session(self, sha256: str, path: Path) -> Any:
+        if self.crash_on_sha256 is not None and sha256 == self.crash_on_sha256:
+            log.warning("test hook: this model kills the agent")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.artifacts.session(sha256, path)
 
     def _load_committed(self, active: dict[str, Any]) -> None:
-        """Load the active model; if it is damaged fall back to the previous one."""
+        """Load the active model; if it is damaged or keeps crashing the agent, fall back to the previous one."""
+        boots = self.slots.count_boot(active["sha256"])
+        crash_loop = boots > self.config.ota_max_attempts
+        reason = "crash_loop" if crash_loop else "load_failed"
         for candidate in (active, active.get("previous")):
             if not candidate:
                 continue
             path = self.slots.model_path(candidate["slot"])
             try:
+                if candidate is active and crash_loop:
+                    raise RuntimeError(f"loading it was cut short {boots - 1} times in a row")
                 if file_sha256(path) != candidate["sha256"]:
                     raise ValueError("sha256 of the slot file does not match")
-                runtime = ModelRuntime(self.artifacts.session(candidate["sha256"], path), candidate)
+                runtime = ModelRuntime(self._session(candidate["sha256"], path), candidate)
             except Exception as exc:
                 log.error("slot %s is unusable: %s", candidate["slot"], exc)
                 continue
+            self.slots.clear_boot()
             if candidate is not active:
                 self.slots.commit(candidate)
-                self.status("reverted", reason="load_failed", info=active, slot=candidate["slot"])
+                if self.slots.ota_record().get("last_accepted") == active.get("sequence"):
+                    self.slots.set_outcome("reverted", reason)
+                self.status("reverted", reason=reason, info=active, slot=candidate["slot"])
             self.engine.swap(runtime)
             return
         log.error("no loadable model on this device")
 
+    def offer(self, message: bytes) -> None:
+        """Pre-empt the update in flight if message is a newer valid manifest for this device (any thread)."""
+        try:
+            payload, _ = open_with_keys(message, self.keys)
+            manifest = parse_payload(payload)
+            self._check(manifest, last_sequence=None)
+        except Exception:
+            return  # The worker reports it, in order.
+        with self._offer_lock:
+            self._newest_seen = max(self._newest_seen, manifest.sequence)
+            if self._inflight is not None and manifest.sequence > self._inflight:
+                log.info("manifest %d pre-empts the update to %d", manifest.sequence, self._inflight)
+                self._cancel.set()
+
     def handle(self, message: bytes) -> None:
         """Process one manifest message; never raises, always reports."""
         with self._lock:
-            self._current: Manifest | None = None
+            self._current = None
+            self._touched = False
             try:
                 self._handle(message)
             except ManifestRejected as exc:
@@ -174,10 +236,14 @@ class OtaUpdater:
                 self.status("rejected", reason=exc.reason, info=info)
             except Exception:
                 log.exception("update crashed")
-                self._recover()
+                if self._touched:  # Before that nothing durable changed, so there is nothing to repair.
+                    self._recover()
                 # Name the rollout and sequence when the manifest got that far, so the control plane can attribute it.
                 info = self._info(self._current) if self._current is not None else None
                 self.status("failed", reason="internal_error", info=info)
+            finally:
+                with self._offer_lock:
+                    self._inflight = None
 
     def _recover(self) -> None:
         """After an unexpected error: drop the trial and make sure memory serves the committed model."""
@@ -195,31 +261,56 @@ class OtaUpdater:
     def _info(manifest: Manifest) -> dict[str, Any]:
         return {"rollout_id": manifest.rollout_id, "sequence": manifest.sequence, "model": manifest.model}
 
+    def _check(self, manifest: Manifest, *, last_sequence: int | None) -> None:
+        config = self.config
+        check_policy(manifest, device_id=config.device_id, last_sequence=last_sequence,
+                     max_bytes=config.max_artifact_bytes, max_validity_s=config.manifest_max_validity_s,
+                     clock_skew_s=config.manifest_clock_skew_s, control_plane_url=config.control_plane_url)
+
     def _handle(self, message: bytes) -> None:
-        manifest = parse_payload(open_envelope(message, self.key))
+        payload, keys = open_with_keys(message, self.keys)
+        manifest = parse_payload(payload)
         self._current = manifest
+        if keys is not None:
+            self.keys.commit(keys)  # Rotation documents are signed on their own; keep them once the payload parses.
+        with self._offer_lock:
+            self._inflight = manifest.sequence
+            self._cancel.clear()
+            if self._newest_seen > manifest.sequence:
+                self._cancel.set()
         ota = self.slots.ota_record()
         if (
             manifest.device_id == self.config.device_id
             and manifest.sequence == ota.get("last_accepted")
             and manifest.payload_sha256 == ota.get("payload_sha256")
         ):
-            # The retained manifest again (reconnect, restart, QoS 1 duplicate): not a replay.
+            # The retained manifest again (reconnect, restart, QoS 1 duplicate) or our own retry: not a replay.
             if ota.get("outcome") != "in_progress":
                 log.debug("manifest %s already handled (%s)", manifest.sequence, ota.get("outcome"))
                 return
             active = self.slots.active()
+            self._touched = True
             if active and active.get("sequence") == manifest.sequence:
                 self.slots.set_outcome("activated")
                 return
-            check_policy(manifest, device_id=self.config.device_id, last_sequence=None,
-                         max_bytes=self.config.max_artifact_bytes)
-            log.info("resuming interrupted update to sequence %d", manifest.sequence)
+            self._check(manifest, last_sequence=None)
+            attempts = attempts_of(ota)
+            if attempts >= self.config.ota_max_attempts:
+                self._fail("reverted", "crash_loop", manifest, self.slots.inactive_slot(), f"{attempts} attempts")
+                return
+            delay = min(self.config.ota_retry_backoff_s * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY_S)
+            log.info("resuming interrupted update to sequence %d in %.1fs", manifest.sequence, delay)
+            if attempts and self._cancel.wait(delay):
+                self._fail("failed", "superseded", manifest, self.slots.inactive_slot(), "during back-off")
+                return
         else:
-            check_policy(manifest, device_id=self.config.device_id, last_sequence=self.slots.last_sequence(),
-                         max_bytes=self.config.max_artifact_bytes)
+            self._check(manifest, last_sequence=self.slots.last_sequence())
+            self._touched = True
             self.slots.accept(sequence=manifest.sequence, payload_sha256=manifest.payload_sha256,
-                              info={"rollout_id": manifest.rollout_id, "sha256": manifest.sha256})
+                              info={"rollout_id": manifest.rollout_id, "sha256": manifest.sha256,
+                                    "model": manifest.model, "attempts": 0,
+                                    "envelope": base64.b64encode(message).decode()})
+        self.slots.note_attempt()
         self._apply(manifest)
 
     def _fail(self, state: str, reason: str, manifest: Manifest, slot: str, detail: str) -> None:
@@ -228,12 +319,15 @@ class OtaUpdater:
         self.status(state, reason=reason, info=self._info(manifest), slot=slot)
 
     def _download(self, manifest: Manifest, dest: Path | None) -> None:
+        config = self.config
         download_artifact(
-            url=urllib.parse.urljoin(self.config.control_plane_url, manifest.url),
-            token=self.config.device_token, dest=dest, sha256=manifest.sha256,
-            declared_size=manifest.size, max_bytes=self.config.max_artifact_bytes,
-            attempts=self.config.download_attempts, backoff_s=self.config.download_backoff_s,
-            timeout_s=self.config.download_timeout_s,
+            url=artifact_url(config.control_plane_url, manifest.url),
+            token=config.device_token, dest=dest, sha256=manifest.sha256,
+            declared_size=manifest.size, max_bytes=config.max_artifact_bytes,
+            attempts=config.download_attempts, backoff_s=config.download_backoff_s,
+            timeout_s=config.download_timeout_s,
+            deadline_s=config.download_grace_s + manifest.size / config.download_min_rate_bps,
+            cancelled=self._cancel.is_set,
         )
 
     def _apply(self, manifest: Manifest) -> None:
@@ -267,7 +361,7 @@ class OtaUpdater:
         }
         self.slots.begin_trial(record)
         try:
-            runtime = ModelRuntime(self.artifacts.session(manifest.sha256, path), record)
+            runtime = ModelRuntime(self._session(manifest.sha256, path), record)
         except Exception as exc:
             self.slots.end_trial()
             self._fail("failed", "load_failed", manifest, slot, str(exc))

@@ -5,7 +5,9 @@ Layout (see docs/edge-agent.md):
   slots/{a,b}/<sha>.partial  an unfinished download
   active.json                the committed active model (the only commit point)
   trial.json                 present while a new model is being tried; resolved at boot
-  ota.json                   last accepted sequence, its payload digest and outcome
+  ota.json                   last accepted sequence, its payload digest, outcome, attempts and the envelope
+  boot.json                  how many boots in a row started loading the active model (crash-loop guard)
+  trusted_keys.json          the signing keys after in-band rotations (edge_agent/keyring.py)
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from edge_agent.durable import fsync_dir, read_json, remove_durably, write_json_
 log = logging.getLogger(__name__)
 SLOTS = ("a", "b")
 MODEL_FILE = "model.onnx"
+
+
+def attempts_of(record: Any, field: str = "attempts") -> int:
+    """Return a non-negative int counter from a durable record (0 if absent or damaged)."""
+    value = record.get(field) if isinstance(record, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class SlotStore:
         self.active_path = self.root / "active.json"
         self.trial_path = self.root / "trial.json"
         self.ota_path = self.root / "ota.json"
+        self.boot_path = self.root / "boot.json"
 
     def slot_dir(self, slot: str) -> Path:
         """Return the directory of slot 'a' or 'b'."""
@@ -148,3 +157,22 @@ class SlotStore:
         record = self.ota_record()
         if record:
             write_json_atomic(self.ota_path, {**record, "outcome": outcome, "reason": reason})
+
+    def note_attempt(self) -> int:
+        """Durably count one more attempt at the accepted update (before any of its work) and return it."""
+        record = self.ota_record()
+        attempts = attempts_of(record) + 1
+        write_json_atomic(self.ota_path, {**record, "attempts": attempts})
+        return attempts
+
+    def count_boot(self, sha256: str) -> int:
+        """Durably count a boot that is about to load the model sha256 and return the count in a row."""
+        record = read_json(self.boot_path)
+        same = isinstance(record, dict) and record.get("sha256") == sha256
+        count = (attempts_of(record, "count") if same else 0) + 1
+        write_json_atomic(self.boot_path, {"sha256": sha256, "count": count})
+        return count
+
+    def clear_boot(self) -> None:
+        """Forget the boot count once the active model has loaded."""
+        remove_durably(self.boot_path)

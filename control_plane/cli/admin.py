@@ -20,6 +20,7 @@ from control_plane.cli.context import CLI_ACTOR, console, db_session, err_consol
 from control_plane.db import migrate
 from control_plane.db.session import Database
 from control_plane.errors import Invalid
+from control_plane.keys.service import KeyStore
 from control_plane.private_files import ensure_private_dir
 from control_plane.signing import Signer
 
@@ -97,8 +98,13 @@ def token_revoke(token_id: str) -> None:
 
 
 def _audit_signer() -> Signer:
+    # The shared key from the database key store (or the checked key file); call it before opening a session.
     settings = load_settings()
-    return Signer.load_or_create(settings.audit_key_path or settings.keys_dir / "audit.pem")
+    database = Database(settings.resolved_database_url)
+    try:
+        return KeyStore(settings, database).load("audit")
+    finally:
+        database.dispose()
 
 
 @audit_app.command("verify")
@@ -109,13 +115,14 @@ def audit_verify(
                           "rows and checkpoints, truncation and rewrites the database alone cannot show.")] = None,
 ) -> None:
     """Recompute the chain; exit 1 and name the first broken entry if it was tampered with."""
+    public_key = _audit_signer().public_raw  # before any session: it may open its own
     try:
         external = [record for path in against or [] for record in load_checkpoint_file(path)]
     except Invalid as exc:
         err_console.print(f"[red]cannot use --against[/]: {exc.message}")
         raise typer.Exit(2) from exc
     with db_session(write=False) as session:
-        report = audit.verify(session=session, public_key=_audit_signer().public_raw, external=external)
+        report = audit.verify(session=session, public_key=public_key, external=external)
     if as_json:
         print(report.model_dump_json())
     elif report.ok:

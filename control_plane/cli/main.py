@@ -13,6 +13,7 @@ from control_plane.cli.context import load_settings
 from control_plane.cli.errors import DEBUG_KEY, LOG_FILE_KEY, OneLineErrors
 from control_plane.cli.evals import eval_app
 from control_plane.cli.fleet import fleet_app
+from control_plane.cli.keys import keys_app
 from control_plane.cli.prompts import prompt_app
 from control_plane.cli.registry import registry_app
 from control_plane.logs import configure_cli_logging
@@ -27,6 +28,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(eval_app, name="eval")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

@@ -9,6 +9,7 @@ from control_plane.evals import models as eval_models  # noqa: F401  (eval datas
 from control_plane.events import models as event_models  # noqa: F401  (webhook subscriptions, deliveries)
 from control_plane.fleet import models as fleet_models  # noqa: F401  (devices, rollouts, manifests)
 from control_plane.incidents import models as incident_models  # noqa: F401  (incidents, timeline, rule)
+from control_plane.keys import models as key_models  # noqa: F401  (signing keys shared by replicas)
 from control_plane.lineage import models as lineage_models
 from control_plane.prompts import models as prompt_models  # noqa: F401  (prompts, labels, agent runs)
 from control_plane.registry import models as registry_models

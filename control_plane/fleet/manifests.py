@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from control_plane.db.session import Database
 from control_plane.errors import Invalid
+from control_plane.keys.service import KeyStore, ManifestKeys
 from control_plane.registry import onnx_tools
 from control_plane.registry.models import Artifact, Dataset, ModelVersion, TrainingRun
 from control_plane.registry.store import ArtifactStore
@@ -115,19 +117,38 @@ class ManifestTemplate:
 
 @dataclass
 class ManifestFactory:
-    """Everything needed to issue manifests: settings, signing key, artifact bytes and a self-test cache."""
+    """Everything needed to issue manifests: settings, signing keys, artifact bytes and a self-test cache."""
 
     settings: Settings
-    signer: Signer
+    key_store: KeyStore
     store: ArtifactStore
+    _keys: ManifestKeys | None = None
     _self_tests: dict[str, SelfTest] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: ArtifactStore | None = None) -> ManifestFactory:
-        """Load (or create, 0600) the manifest signing key and open the artifact store."""
-        signer = Signer.load_or_create(settings.signing_key_path or settings.keys_dir / "manifest.pem")
-        return cls(settings, signer, store or ArtifactStore(settings.artifacts_dir, settings.max_artifact_bytes))
+    def from_settings(
+        cls, settings: Settings, store: ArtifactStore | None = None, key_store: KeyStore | None = None
+    ) -> ManifestFactory:
+        """Resolve the shared manifest signing key (refusing one that disagrees) and open the artifact store."""
+        key_store = key_store or KeyStore(settings, Database(settings.resolved_database_url))
+        key_store.load("manifest")  # in its own transaction, before any caller's session holds a lock
+        factory = cls(settings, key_store, store or ArtifactStore(settings.artifacts_dir, settings.max_artifact_bytes))
+        factory.keys  # noqa: B018 - read the chain now, not later inside a request's write transaction
+        return factory
+
+    @property
+    def keys(self) -> ManifestKeys:
+        """Return the current manifest key and rotation chain (read once, refreshed by every template())."""
+        if self._keys is None:
+            with self.key_store.database.transaction(write=False) as session:
+                self._keys = self.key_store.manifest_keys(session)
+        return self._keys
+
+    @property
+    def signer(self) -> Signer:
+        """Return the key that signs manifests now."""
+        return self.keys.signer
 
     def artifact_url(self, sha256: str) -> str:
         """Return where devices download an artifact."""
@@ -150,6 +171,8 @@ class ManifestFactory:
         self, session: Session, *, version: ModelVersion, artifact: Artifact, max_latency_ms: float | None = None
     ) -> ManifestTemplate:
         """Return the device-independent part of a manifest payload, serialised once."""
+        # Pick up a rotation made by any replica (one indexed read per template, not per device).
+        self._keys = self.key_store.manifest_keys(session)
         test = self.self_test(session, version, artifact)
         tensor = first_input(artifact)
         body = {
@@ -176,9 +199,12 @@ class ManifestFactory:
         # The template (with its baseline, often tens of KB) is serialised once per rollout, not per device.
         data = f"{head[:-1]},{template.tail}}}".encode()
         payload = base64.b64encode(data).decode()
-        signature = base64.b64encode(self.signer.sign(data)).decode()
+        keys = self.keys
+        signature = base64.b64encode(keys.signer.sign(data)).decode()
+        # Devices that missed a rotation learn it here: each document is signed by the key before it.
+        rotations = f',"key_rotations":[{",".join(keys.rotations)}]' if keys.rotations else ""
         # Base64 and hex never need JSON escaping, so the envelope is formatted directly (json.dumps would rescan).
-        envelope = f'{{"payload":"{payload}","signature":"{signature}","key_id":"{self.signer.key_id}"}}'
+        envelope = f'{{"payload":"{payload}","signature":"{signature}","key_id":"{keys.signer.key_id}"{rotations}}}'
         return envelope, float(expires_at)
 
 
@@ -194,6 +220,7 @@ def factory_for(state: Any) -> ManifestFactory:
     """Return the app's manifest factory (kept on ``app.state``), creating it on first use."""
     with _FACTORY_LOCK:
         if getattr(state, "fleet_factory", None) is None:
-            state.fleet_factory = ManifestFactory.from_settings(state.settings, state.artifact_store)
+            state.fleet_factory = ManifestFactory.from_settings(
+                state.settings, state.artifact_store, getattr(state, "key_store", None))
     factory: ManifestFactory = state.fleet_factory
     return factory

@@ -23,8 +23,13 @@ class LoginRequired(EdgeloopError):
 
 
 def get_codec(request: Request) -> SessionCodec:
-    """Return this app's session codec."""
-    codec: SessionCodec = request.app.state.ui_sessions
+    """Return this app's session codec, keyed from the audit key the app loaded at start."""
+    state = request.app.state
+    if state.ui_sessions is None:
+        settings = state.settings
+        state.ui_sessions = SessionCodec(state.audit_signer, settings.ui_session_seconds,
+                                         secure=settings.base_url.startswith("https://"))
+    codec: SessionCodec = state.ui_sessions
     return codec
 
 

@@ -117,8 +117,7 @@ def registry_page(request: Request, viewer: CurrentViewer, session: SessionDep) 
 def install_ui(app: FastAPI, settings: Settings) -> None:
     """Mount the web UI under /ui: pages, vendored static assets, sessions and HTML error pages."""
     app.state.ui_templates = build_templates()
-    app.state.ui_sessions = SessionCodec(app.state.audit_signer, settings.ui_session_seconds,
-                                         secure=settings.base_url.startswith("https://"))
+    app.state.ui_sessions = None  # built on first use: the audit key is loaded (and checked) when the app starts
     app.state.html_error_renderer = render_error
     app.mount("/ui/static", StaticFiles(directory=UI_DIR / "static"), name="ui-static")
     app.include_router(router)

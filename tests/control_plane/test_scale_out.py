@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -50,9 +51,13 @@ class Replica:
     log: Path
 
 
+KEY_ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
 def _env(data_dir: Path, database_url: str, port: int | None = None) -> dict[str, str]:
     env = {**os.environ, "EDGELOOP_DATA_DIR": str(data_dir), "EDGELOOP_DATABASE_URL": database_url,
-           "EDGELOOP_HOST": "127.0.0.1", "EDGELOOP_AUDIT_CHECKPOINT_SECONDS": "3600"}
+           "EDGELOOP_HOST": "127.0.0.1", "EDGELOOP_AUDIT_CHECKPOINT_SECONDS": "3600",
+           "EDGELOOP_KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY}
     if port is not None:
         env["EDGELOOP_PORT"] = str(port)
     return env
@@ -79,9 +84,8 @@ def replicas(scale_db_url: str, tmp_path: Path) -> Iterator[tuple[list[Replica],
     All four processes migrate concurrently (`serve` migrates on start too): they must leave exactly the head
     revision and one audit head row. Starting them together also keeps the test's wall time to one CLI start.
     """
-    # Both replicas share the data dir, as they would share a volume: one audit key, one artifact store.
-    data_dir = tmp_path / "data"
-    env = _env(data_dir, scale_db_url)
+    # Each replica has its own data dir: the signing keys come from the database key store, not from a volume.
+    env = _env(tmp_path / "data-migrate", scale_db_url)
     upgrades = [subprocess.Popen([EDGELOOP, "db", "upgrade"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT) for _ in range(2)]
     started: list[Replica] = []
@@ -89,8 +93,9 @@ def replicas(scale_db_url: str, tmp_path: Path) -> Iterator[tuple[list[Replica],
         for index in range(2):
             port = free_port()
             log = tmp_path / f"replica-{index}.log"
+            replica_env = _env(tmp_path / f"data-{index}", scale_db_url, port)
             with log.open("wb") as out:
-                process = subprocess.Popen([EDGELOOP, "serve"], env=_env(data_dir, scale_db_url, port), stdout=out,
+                process = subprocess.Popen([EDGELOOP, "serve"], env=replica_env, stdout=out,
                                            stderr=subprocess.STDOUT, start_new_session=True)
             started.append(Replica(process, f"http://127.0.0.1:{port}", log))
         outputs = [process.communicate(timeout=180)[0].decode() for process in upgrades]
@@ -163,6 +168,9 @@ def test_two_replicas_share_one_unforked_audit_chain(replicas: tuple[list[Replic
             chains.append([(entry["seq"], entry["prev_hash"], entry["hash"]) for entry in entries])
         assert chains[0] == chains[1]
         assert all(chains[0][i][1] == chains[0][i - 1][2] for i in range(1, expected))
+        # Separate data dirs, one set of keys: devices get manifests under one key whichever replica signs.
+        for path in ("/api/v1/fleet/signing-key", "/api/v1/audit/public-key"):
+            assert clients[0].get(path).json() == clients[1].get(path).json()
     finally:
         for client in clients:
             client.close()

@@ -149,6 +149,8 @@ class Fault:
     truncate_times: int = 0  # ... for this many requests
     endless: bool = False  # stream garbage forever with no Content-Length
     gate_at: int | None = None  # after this many bytes, wait for `release` (signals `reached`)
+    trickle_s: float | None = None  # send one byte per this many seconds until `release` (a slow server)
+    chunk_delay_s: float | None = None  # send 4 KiB chunks with this pause between them
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -228,6 +230,28 @@ class ArtifactServer:
                     self.wfile.write(body[: max(fault.truncate_at - start, 0)])
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault.trickle_s is not None:
+                    fault.reached.set()
+                    try:
+                        for offset in range(len(body)):
+                            if fault.release.is_set():
+                                self.wfile.write(body[offset:])
+                                return
+                            self.wfile.write(body[offset:offset + 1])
+                            self.wfile.flush()
+                            time.sleep(fault.trickle_s)
+                    except OSError:
+                        return
+                    return
+                if fault.chunk_delay_s is not None:
+                    try:
+                        for offset in range(0, len(body), 4096):
+                            self.wfile.write(body[offset:offset + 4096])
+                            self.wfile.flush()
+                            time.sleep(fault.chunk_delay_s)
+                    except OSError:
+                        pass
                     return
                 if fault.gate_at is not None and start < fault.gate_at:
                     self.wfile.write(body[: fault.gate_at - start])

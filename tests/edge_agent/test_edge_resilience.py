@@ -83,7 +83,7 @@ def _env(agent: EdgeAgent, predict_port: int) -> dict[str, str]:
         "EDGELOOP_EDGE_BROKER_URL": config.broker_url, "EDGELOOP_EDGE_CONTROL_PLANE_URL": config.control_plane_url,
         "EDGELOOP_EDGE_STATE_DIR": str(config.state_dir), "EDGELOOP_EDGE_TRUSTED_PUBLIC_KEY": config.trusted_public_key,
         "EDGELOOP_EDGE_PREDICT_PORT": str(predict_port), "EDGELOOP_EDGE_DOWNLOAD_BACKOFF_S": "0.05",
-        "EDGELOOP_EDGE_RECONNECT_MIN_S": "1",
+        "EDGELOOP_EDGE_RECONNECT_MIN_S": "1", "EDGELOOP_EDGE_OTA_RETRY_BACKOFF_S": "0.05",
     }
 
 
@@ -112,7 +112,8 @@ def v1_state(agent_factory: Callable[..., EdgeAgent], harness: Any) -> EdgeAgent
     ("pause_at", "expected_state", "expected_reason", "serving"),
     [
         ("downloaded", "activated", None, "v2_int8"),  # no trial yet: resumed from the retained manifest
-        ("before_commit", "reverted", "trial_interrupted", "v1_zipmap"),
+        # The trial was cut short by the agent's crash, not by the model: retried after a back-off.
+        ("before_commit", "activated", None, "v2_int8"),
         ("after_commit", "activated", None, "v2_int8"),  # the pointer was switched: the commit stands
     ],
 )
@@ -145,9 +146,6 @@ def test_kill9_during_the_update_leaves_a_valid_model(
         # The device still takes the next update.
         harness.publish(device_id, harness.manifest(device_id, 3, harness.models["v2_plain"]))
         harness.observer.wait_status(device_id, "activated", 3)
-        if expected_state == "reverted":  # the interrupted trial was never retried
-            states = [e["state"] for e in harness.observer.statuses(device_id) if e["sequence"] == 2]
-            assert "activated" not in states
         assert _predict(port, harness.models["v2_plain"].inputs)["labels"] == harness.models["v2_plain"].labels
     finally:
         second.stop()

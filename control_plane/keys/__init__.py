@@ -1,0 +1,1 @@
+"""Signing keys shared by every replica: a database key store with encrypted private keys, and rotation."""
