@@ -44,8 +44,8 @@ def _parse_labels(label: list[str] | None) -> dict[str, str] | None:
 @router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=DeviceProvisioned)
 def provision_device(body: DeviceCreate, request: Request, session: SessionDep, caller: Writer) -> DeviceProvisioned:
     """Provision a device: its device-scoped token (shown once), trusted key, broker URL and topic prefix."""
-    device, token = service.provision_device(session=session, request=body, actor=caller.actor)
-    return service.provisioned(device, token, manifest_factory(request))
+    device, secrets = service.provision_device(session=session, request=body, actor=caller.actor)
+    return service.provisioned(device, secrets, manifest_factory(request))
 
 
 @router.get("/devices", response_model=list[DeviceRead])
@@ -78,8 +78,8 @@ def update_device(device_id: str, body: DeviceUpdate, session: SessionDep, calle
 @router.post("/devices/{device_id}/token", response_model=DeviceProvisioned)
 def rotate_device_token(device_id: str, request: Request, session: SessionDep, caller: Writer) -> DeviceProvisioned:
     """Revoke the device's token and issue a new one (re-provisioning, also how a device learns a new key)."""
-    device, token = service.rotate_token(session=session, device_id=device_id, actor=caller.actor)
-    return service.provisioned(device, token, manifest_factory(request))
+    device, secrets = service.rotate_token(session=session, device_id=device_id, actor=caller.actor)
+    return service.provisioned(device, secrets, manifest_factory(request))
 
 
 @router.get("/devices/{device_id}/manifest", response_model=ManifestEnvelope)
