@@ -165,9 +165,11 @@ def resume(rollout_id: str, reason: ReasonOption = "") -> None:
 
 @fleet_app.command("abort")
 def abort(rollout_id: str, reason: ReasonOption = "") -> None:
-    """Stop a rollout for good."""
+    """Stop a rollout for good (devices that had not confirmed it go back to their previous model)."""
+    factory = _factory()
     with db_session() as session:
-        _print_rollout(service.rollout_read(session, rollouts.abort(session, rollout_id, CLI_ACTOR, reason)))
+        _print_rollout(service.rollout_read(session, rollouts.abort(session, factory, rollout_id, CLI_ACTOR,
+                                                                    reason)))
 
 
 @fleet_app.command("rollback")

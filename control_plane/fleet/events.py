@@ -173,6 +173,9 @@ def _apply_status(targets: dict[tuple[str, str], RolloutTarget], device: Device,
     if key is None:
         return None
     rollout_id, sequence = key
+    if state == "activated" and key == (device.desired_rollout_id, device.desired_sequence):
+        # The manifest we want on the device is active (also a restore manifest sent after an abort, no target).
+        device.active_artifact_id = device.desired_artifact_id or device.active_artifact_id
     target = targets.get((rollout_id, device.id))
     if target is None or target.sequence is None or target.sequence != sequence:
         return None  # Not the manifest this rollout sent this device: device state updated, rollout untouched.

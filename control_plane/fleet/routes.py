@@ -162,9 +162,11 @@ def resume_rollout(rollout_id: str, body: RolloutAction, request: Request, sessi
 
 
 @router.post("/rollouts/{rollout_id}/abort", response_model=RolloutRead)
-def abort_rollout(rollout_id: str, body: RolloutAction, session: SessionDep, caller: Writer) -> RolloutRead:
-    """Stop the rollout for good; devices keep what they run."""
-    return service.rollout_read(session, rollouts.abort(session, rollout_id, caller.actor, body.reason))
+def abort_rollout(rollout_id: str, body: RolloutAction, request: Request, session: SessionDep, caller: Writer
+                  ) -> RolloutRead:
+    """Stop the rollout for good; devices that had not confirmed it are sent back to their previous model."""
+    rollout = rollouts.abort(session, manifest_factory(request), rollout_id, caller.actor, body.reason)
+    return service.rollout_read(session, rollout)
 
 
 @router.post("/rollouts/{rollout_id}/rollback", status_code=status.HTTP_201_CREATED, response_model=RolloutRead)

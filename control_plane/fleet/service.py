@@ -14,7 +14,7 @@ from control_plane.auth.schemas import TokenCreate
 from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.fleet import rollouts
-from control_plane.fleet.manifests import ManifestFactory
+from control_plane.fleet.manifests import CLEARED_ENVELOPE, ManifestFactory
 from control_plane.fleet.models import Deployment, Device, DeviceEvent, Manifest, Rollout, RolloutTarget
 from control_plane.fleet.schemas import (
     DeploymentCreate,
@@ -274,6 +274,8 @@ def latest_manifest(*, session: Session, device_id: str) -> Manifest:
                               .order_by(Manifest.sequence.desc()).limit(1))
     if manifest is None:
         raise NotFound(f"no manifest was issued to device {device_id!r}")
+    if manifest.envelope == CLEARED_ENVELOPE:
+        raise NotFound(f"device {device_id!r} has no current manifest: it was withdrawn when its rollout was aborted")
     return manifest
 
 
