@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-plane-url", default="http://127.0.0.1:8000")
     parser.add_argument("--public-key", required=True, help="trusted ed25519 key (file or base64 raw)")
     parser.add_argument("--token", default="{device_id}", help="device token; {device_id} is substituted")
+    parser.add_argument("--broker-passwords", type=Path, default=None,
+                        help="JSON file {device_id: broker password}: each device logs in as itself")
     parser.add_argument("--state-root", type=Path, default=Path(".edgeloop/sim"))
     parser.add_argument("--prefix", default="sim-")
     parser.add_argument("--duration", type=float, default=60.0)
@@ -283,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     template = EdgeConfig(device_id="template", device_token="", broker_url=args.broker_url,
                           control_plane_url=args.control_plane_url, state_dir=args.state_root,
                           trusted_public_key=args.public_key)
+    passwords = json.loads(args.broker_passwords.read_text()) if args.broker_passwords else None
     report = run_fleet(devices=args.devices, template=template, state_root=args.state_root,
-                       duration_s=args.duration, prefix=args.prefix, token=args.token, workers=args.workers)
+                       duration_s=args.duration, prefix=args.prefix, token=args.token, workers=args.workers,
+                       broker_passwords=passwords)
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
