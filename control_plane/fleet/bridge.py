@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from control_plane.db.session import Database
 from control_plane.fleet import events, rollouts
 from control_plane.fleet.broker_auth import BrokerAuthFiles
 from control_plane.fleet.manifests import ManifestFactory, factory_for
-from control_plane.fleet.models import DeviceEvent, Manifest, Rollout, RolloutTarget
+from control_plane.fleet.models import Device, DeviceEvent, Manifest, Rollout, RolloutTarget
 from control_plane.fleet.schemas import IN_FLIGHT_STATES, RolloutState
 from control_plane.mqtt.connection import MqttConnection, Protocol, client_url
 from control_plane.mqtt.topics import device_topic, fleet_filter
@@ -82,12 +82,20 @@ def publish_pending(session: Session, connection: MqttConnection, limit: int = 5
 
 
 def mark_for_republish(session: Session) -> int:
-    """After a reconnect, queue again the manifest of every device still updating (the broker may have lost it)."""
+    """After a reconnect, queue again every manifest a device may still need (the broker may have lost it).
+
+    That is the manifest of every device still updating in a running rollout, and the restore (or clearing)
+    manifest of every device an aborted rollout sent back that has not reported on it yet.
+    """
     active = select(Rollout.id).where(Rollout.state.in_([RolloutState.IN_PROGRESS.value, RolloutState.PAUSED.value]))
     rows = session.execute(select(RolloutTarget.device_id, RolloutTarget.sequence).where(
-        RolloutTarget.rollout_id.in_(active), RolloutTarget.state.in_([s.value for s in IN_FLIGHT_STATES])))
+        RolloutTarget.rollout_id.in_(active), RolloutTarget.state.in_([s.value for s in IN_FLIGHT_STATES]))).all()
+    aborted = select(Rollout.id).where(Rollout.state == RolloutState.ABORTED.value)
+    rows += session.execute(select(Device.id, Device.desired_sequence).where(
+        Device.desired_rollout_id.in_(aborted), Device.desired_sequence.is_not(None),
+        or_(Device.reported_sequence.is_(None), Device.reported_sequence != Device.desired_sequence))).all()
     count = 0
-    for device_id, sequence in rows.all():
+    for device_id, sequence in set(rows):
         result = session.execute(update(Manifest).where(Manifest.device_id == device_id,
                                                         Manifest.sequence == sequence).values(published_at=None))
         count += int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 
-from control_plane.fleet import events
-from control_plane.fleet.models import Device
+from sqlalchemy import update
+
+from control_plane.db.base import utcnow
+from control_plane.fleet import events, rollouts
+from control_plane.fleet.bridge import mark_for_republish
+from control_plane.fleet.models import Device, Manifest
 from tests.control_plane.fleet.test_rollouts import Fleet, _status, fleet
 
 __all__ = ["fleet"]  # the fixture, re-exported so pytest finds it here
@@ -62,3 +67,28 @@ def test_abort_does_not_touch_a_device_a_newer_rollout_owns(fleet: Fleet) -> Non
     assert fleet.client.post(f"/api/v1/fleet/rollouts/{first}/abort", json={},
                              headers=fleet.headers).status_code == 200
     assert fleet.latest("d0").sequence == newest
+
+
+def test_the_health_gate_abort_restores_too_and_a_reconnect_republishes_it(fleet: Fleet) -> None:
+    first = fleet.deploy(1, ["d0", "d1"])["id"]
+    fleet.report("d0", "activated")
+    fleet.report("d1", "activated")
+    second = fleet.deploy(2, ["d0", "d1"], kind="waves", waves=[50, 100], wave_timeout_s=30,
+                          failure_threshold=0.0)["id"]
+    aborted_sequence = fleet.latest("d0").sequence
+    with fleet.database.transaction() as session:  # d0 never answers: its wave times out and the gate aborts
+        rollouts.step(session, fleet.factory, second, utcnow() + timedelta(seconds=31))
+    assert fleet.rollout(second)["state"] == "aborted"
+    assert fleet.targets(second) == {"d0": "timed_out", "d1": "cancelled"}
+    restore = _payload(fleet, "d0")
+    assert restore["sequence"] == aborted_sequence + 1 and restore["model"] == {"name": "digits", "version": 1}
+    assert fleet.rollout(first)["state"] == "succeeded"
+
+    # The broker may lose retained messages: a reconnect queues the restore manifest again until d0 reports on it.
+    with fleet.database.transaction() as session:
+        session.execute(update(Manifest).values(published_at=utcnow()))
+        assert mark_for_republish(session) == 1
+    _report(fleet, _status("d0", fleet.latest("d0"), "activated"))
+    with fleet.database.transaction() as session:
+        session.execute(update(Manifest).values(published_at=utcnow()))
+        assert mark_for_republish(session) == 0
