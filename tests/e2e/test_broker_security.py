@@ -167,9 +167,10 @@ def test_a_device_offline_during_an_abort_ends_on_the_version_the_control_plane_
         agents = [_start_agent(a, a_state, ports["off-a"]), _start_agent(b, b_state, ports["off-b"])]
         wait_for(lambda: all(cp.call("GET", f"/fleet/devices/{d}")["online"] for d in ports), timeout=40,
                  interval=0.2)
-        wait_for(lambda: cp.call("GET", "/fleet/devices/off-a")["reported"]["state"] == "activated", timeout=40,
-                 interval=0.2)
-        time.sleep(1.0)
+        # off-a acts on the restore manifest (the newest it is offered), not on the aborted one.
+        wait_for(lambda: (r := cp.call("GET", "/fleet/devices/off-a")["reported"])["sequence"]
+                 == aborted_sequences["off-a"] + 1 and r["state"] == "activated", timeout=40, interval=0.2)
+        time.sleep(1.0)  # off-b has nothing to act on; give a stray retained manifest the time to arrive
         assert _device_health(ports["off-a"])["model"] == {"name": "digits", "version": 1}
         assert _device_health(ports["off-b"])["model"] is None
         for device, sequence in aborted_sequences.items():
