@@ -88,14 +88,14 @@ def mark_for_republish(session: Session) -> int:
     manifest of every device an aborted rollout sent back that has not reported on it yet.
     """
     active = select(Rollout.id).where(Rollout.state.in_([RolloutState.IN_PROGRESS.value, RolloutState.PAUSED.value]))
-    rows = session.execute(select(RolloutTarget.device_id, RolloutTarget.sequence).where(
-        RolloutTarget.rollout_id.in_(active), RolloutTarget.state.in_([s.value for s in IN_FLIGHT_STATES]))).all()
+    rows: list[Any] = list(session.execute(select(RolloutTarget.device_id, RolloutTarget.sequence).where(
+        RolloutTarget.rollout_id.in_(active), RolloutTarget.state.in_([s.value for s in IN_FLIGHT_STATES]))))
     aborted = select(Rollout.id).where(Rollout.state == RolloutState.ABORTED.value)
     rows += session.execute(select(Device.id, Device.desired_sequence).where(
         Device.desired_rollout_id.in_(aborted), Device.desired_sequence.is_not(None),
         or_(Device.reported_sequence.is_(None), Device.reported_sequence != Device.desired_sequence))).all()
     count = 0
-    for device_id, sequence in set(rows):
+    for device_id, sequence in {(row[0], row[1]) for row in rows}:
         result = session.execute(update(Manifest).where(Manifest.device_id == device_id,
                                                         Manifest.sequence == sequence).values(published_at=None))
         count += int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -214,12 +214,22 @@ class FleetBridge:
             with self.database.transaction() as session:
                 return self._apply(session, batch)
         except OperationalError:
-            self._requeue(batch)
-            raise
+            if not self._database_up():
+                self._requeue(batch)
+                raise
+            return self._apply_each(batch)  # the database answers: something in this batch upset it
         except Exception:
             # A duplicate from another replica (IntegrityError) or a message the database refused
             # (OverflowError, DataError): apply one by one so only the bad message is set aside.
             return self._apply_each(batch)
+
+    def _database_up(self) -> bool:
+        try:
+            with self.database.transaction(write=False) as session:
+                session.execute(select(1))
+        except Exception:
+            return False
+        return True
 
     def _requeue(self, batch: list[tuple[str, bytes]]) -> None:
         # The database is away, not the messages' fault: keep them, in order, for the next round.
@@ -229,16 +239,22 @@ class FleetBridge:
     def _apply_each(self, batch: list[tuple[str, bytes]]) -> set[str]:
         touched: set[str] = set()
         for index, message in enumerate(batch):
-            try:
-                with self.database.transaction() as session:
-                    touched |= self._apply(session, [message])
-            except IntegrityError:
-                self.stats.duplicates += 1
-            except OperationalError:
-                self._requeue(batch[index:])
-                raise
-            except Exception as exc:
-                self._quarantine(message, exc)
+            for attempt in (1, 2):  # a second try for an operational error (a lock timeout passes)
+                try:
+                    with self.database.transaction() as session:
+                        touched |= self._apply(session, [message])
+                except IntegrityError:
+                    self.stats.duplicates += 1
+                except OperationalError as exc:
+                    if not self._database_up():  # an outage, not this message: keep it and the rest for later
+                        self._requeue(batch[index:])
+                        raise
+                    if attempt == 1:
+                        continue
+                    self._quarantine(message, exc)  # the database is up and refuses only this one
+                except Exception as exc:
+                    self._quarantine(message, exc)
+                break
         return touched
 
     def _quarantine(self, message: tuple[str, bytes], exc: Exception) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from control_plane.db.session import Database
 from control_plane.fleet import events
@@ -95,3 +98,42 @@ def test_a_batch_the_database_refuses_is_retried_message_by_message(
         quarantined = session.scalar(select(DeviceEvent).where(DeviceEvent.accepted.is_(False)))
         assert quarantined is not None and quarantined.device_id == "p07"
         assert quarantined.reason is not None and quarantined.reason.startswith("quarantined: ")
+
+
+def test_a_database_outage_loses_nothing_and_quarantines_nothing(
+        database: Database, bridge: FleetBridge, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_transaction = database.transaction
+    outage = threading.Event()
+    outage.set()
+
+    def failing_transaction(**kwargs: object) -> Any:
+        if outage.is_set():
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return real_transaction(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database, "transaction", failing_transaction)
+    for index, device_id in enumerate(DEVICES[:20]):
+        bridge._inbox.put((f"edgeloop/devices/{device_id}/status", _status(device_id, index, sequence=1)))
+    bridge.wake()
+    wait_for(lambda: len(bridge._retry) == 20)  # held back, in order, while the database is away
+    outage.clear()
+    bridge.wake()
+    wait_for(lambda: bridge.stats.applied == 20)
+    assert bridge.stats.quarantined == 0 and _counts(database) == (20, 0)
+
+
+def test_an_operational_error_only_one_message_causes_is_quarantined(
+        database: Database, bridge: FleetBridge, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_event_row = events._event_row
+
+    def locked_for_one(**row: object) -> dict[str, object]:
+        if row["accepted"] and b'"p03-' in row["payload"]:  # type: ignore[operator]
+            raise OperationalError("INSERT", {}, Exception("canceling statement due to statement timeout"))
+        return real_event_row(**row)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(events, "_event_row", locked_for_one)
+    for index, device_id in enumerate(DEVICES[:10]):
+        bridge._inbox.put((f"edgeloop/devices/{device_id}/status", _status(device_id, index, sequence=1)))
+    bridge.wake()
+    wait_for(lambda: bridge.stats.applied + bridge.stats.quarantined == 10)
+    assert (bridge.stats.applied, bridge.stats.quarantined) == (9, 1) and _counts(database) == (9, 1)
