@@ -59,6 +59,17 @@ def may_move(current: str, reported: str) -> bool:
     return current in _FINAL_FROM.get(reported, frozenset())
 
 
+def _storable(value: str) -> bool:
+    """Return whether both engines can store the text: no NUL, no lone surrogate (from a JSON \\ud800 escape)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _clean_text(value: str, limit: int) -> str:
     # PostgreSQL refuses NUL in text; the stored copy of a bad message must never be what fails.
     return value[:limit].replace("\x00", "\\u0000")
@@ -94,7 +105,7 @@ def _parse(topic: str, payload: bytes, kind: str) -> tuple[str, dict[str, Any]]:
 
 def _validate_status(body: dict[str, Any]) -> None:
     event_id = body.get("event_id")
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 64 or "\x00" in event_id:
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 64 or not _storable(event_id):
         raise MalformedMessage("event_id must be a string of 1..64 characters")
     if body.get("state") not in DEVICE_STATES:
         raise MalformedMessage(f"unknown state {str(body.get('state'))[:40]!r}")
@@ -104,7 +115,7 @@ def _validate_status(body: dict[str, Any]) -> None:
         raise MalformedMessage("sequence must be an integer in 0..2^63-1 or null")
     for name, limit in (("rollout_id", 40), ("reason", 100), ("slot", 10)):
         value = body.get(name)
-        if value is not None and (not isinstance(value, str) or len(value) > limit or "\x00" in value):
+        if value is not None and (not isinstance(value, str) or len(value) > limit or not _storable(value)):
             raise MalformedMessage(f"{name} must be a string of at most {limit} characters or null")
     _validate_model(body.get("model"))
 
@@ -116,8 +127,9 @@ def _validate_model(model: Any) -> None:
         raise MalformedMessage("model must be an object or null")
     try:
         refuse_nul_deep(model, max_depth=MAX_MODEL_DEPTH)
-    except ValueError as exc:
-        raise MalformedMessage(f"model: {exc}") from exc
+        json.dumps(model, ensure_ascii=False).encode("utf-8")  # a lone surrogate PostgreSQL's jsonb refuses
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError
+        raise MalformedMessage(f"model: {exc}"[:200]) from exc
 
 
 def _event_row(*, kind: str, payload: bytes, device_id: str | None, body: dict[str, Any] | None, accepted: bool,
@@ -130,7 +142,7 @@ def _event_row(*, kind: str, payload: bytes, device_id: str | None, body: dict[s
         "event_id": body.get("event_id") if accepted else None,
         "device_id": _clean_text(device_id, DEVICE_ID_MAX) if device_id else None, "kind": kind[:20],
         "state": state if isinstance(state, str) and state in DEVICE_STATES else None,
-        "rollout_id": _clean_text(rollout_id, 40) if isinstance(rollout_id, str) else None,
+        "rollout_id": _clean_text(rollout_id, 40) if isinstance(rollout_id, str) and _storable(rollout_id) else None,
         "sequence": sequence if isinstance(sequence, int) and not isinstance(sequence, bool)
         and 0 <= sequence <= INT64_MAX else None,
         "accepted": accepted, "reason": _clean_text(reason, 200) if reason else None,
@@ -195,7 +207,7 @@ def _apply_presence(device: Device, body: dict[str, Any]) -> None:
         raise MalformedMessage("online must be a boolean")
     model, slot = body.get("model"), body.get("slot")
     _validate_model(model if isinstance(model, dict) else None)
-    if slot is not None and (not isinstance(slot, str) or len(slot) > 10 or "\x00" in slot):
+    if slot is not None and (not isinstance(slot, str) or len(slot) > 10 or not _storable(slot)):
         raise MalformedMessage("slot must be a string of at most 10 characters or null")
     device.online = body["online"]
     device.last_seen = _when(body.get("ts"))

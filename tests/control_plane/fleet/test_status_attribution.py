@@ -81,6 +81,8 @@ def test_poison_messages_are_refused_one_by_one_and_the_rest_applied(fleet: Flee
         (status, _body("d0", sequence=-1)),
         (status, _body("d0", event_id="nul\x00id")),
         (status, _body("d0", reason="bad\x00reason")),
+        (status, _body("d0", event_id="\ud800-lone-surrogate")),
+        (status, _body("d0", model={"name": "\udfff"})),
         (status, _body("d0", model={"name": "m\x00"})),
         (status, _body("d0", model={"n": [[[[[[[[[[[1]]]]]]]]]]]})),
         (status, deep),
