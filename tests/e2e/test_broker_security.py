@@ -129,6 +129,18 @@ def test_strangers_and_other_devices_cannot_read_forge_or_inject(
         assert cp.rollout(rollout["id"])["state"] == "in_progress"
         events = cp.call("GET", "/fleet/devices/sec-a/events")
         assert not any(e["state"] == "rejected" for e in events)  # the agent never saw junk to reject
+
+        # Junk that does reach the agent (here: sent with the control plane's own login) is answered with
+        # rejected/malformed, which names no manifest: recorded, but it neither fails sec-a nor aborts the rollout.
+        observer.publish("edgeloop/devices/sec-a/manifest", b"{not a manifest")
+        rejected = wait_for(lambda: [e for e in cp.call("GET", "/fleet/devices/sec-a/events")
+                                     if e["state"] == "rejected"], timeout=20, interval=0.2)
+        assert rejected[0]["accepted"] and rejected[0]["rollout_id"] is None and rejected[0]["sequence"] is None
+        assert cp.call("GET", "/fleet/devices/sec-a")["reported"]["reason"] == "malformed"
+        targets = {t["device_id"]: t["state"] for t in cp.call("GET", f"/fleet/rollouts/{rollout['id']}/devices")}
+        assert targets == {"sec-a": "activated", "sec-b": "issued"}
+        assert cp.rollout(rollout["id"])["state"] == "in_progress"
+        assert _device_health(port)["model"] == {"name": "digits", "version": 1}
         assert agent.poll() is None
     finally:
         for probe in probes:
