@@ -55,7 +55,8 @@ class BrokerAddress:
         """Parse an mqtt:// or mqtts:// URL (TLS options only with mqtts://)."""
         parsed = urlparse(url)
         if parsed.scheme not in PLAIN_SCHEMES + TLS_SCHEMES or not parsed.hostname:
-            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {url!r}")
+            # Never echo the URL: it may carry the password.
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got scheme {parsed.scheme!r}")
         tls = parsed.scheme in TLS_SCHEMES
         query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
         unknown = set(query) - set(_TLS_OPTIONS)
@@ -89,7 +90,7 @@ def client_url(settings: Settings) -> str:
     address = BrokerAddress.parse(url)  # refuse a bad combination at startup, not at the first reconnect
     if address.username is None:
         log.warning("connecting to the MQTT broker anonymously: set EDGELOOP_MQTT_USERNAME/PASSWORD "
-                    "(docs/security.md, 'Broker authentication')")
+                    "(docs/broker-auth.md)")
     return url
 
 
