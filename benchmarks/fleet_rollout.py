@@ -137,8 +137,9 @@ def prepare_control_plane(data_dir: Path, devices: int, mqtt_url: str, port: int
         _, operator = auth_service.create_token(session=session, actor="admin:bench",
                                                 request=TokenCreate(name="bench", role=Role.OPERATOR))
         for index in range(devices):
-            _, tokens[f"sim-{index:05d}"] = service.provision_device(
+            _, secrets = service.provision_device(
                 session=session, actor="admin:bench", request=DeviceCreate(id=f"sim-{index:05d}", group="bench"))
+            tokens[f"sim-{index:05d}"] = secrets.token
         version = registry.get_version(session=session, model_name="digits-mlp", version=result.version)
         artifact = artifacts.pick_artifact(model_version=version)
         template = factory.template(session, version=version, artifact=artifact)
@@ -167,7 +168,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edgeloop-bench-fleet-"))
     os.chmod(work, 0o755)  # mosquitto, started as root, drops to its own user and must reach its log dir
     # The same tuned private mosquitto the demo and tests use; no persistence, unlimited connections.
-    broker = PrivateMosquitto(work / "mosquitto", persistence=False, extra_config="max_connections -1").start()
+    broker = PrivateMosquitto(work / "mosquitto", persistence=False, extra_config="max_connections -1",
+                              anonymous=True).start()  # throughput only: auth is measured nowhere here
     broker_port = broker.port
     server: subprocess.Popen[bytes] | None = None
     fleet: Fleet | None = None

@@ -280,7 +280,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-"))
-        broker = PrivateMosquitto(persistence=False)
+        broker = PrivateMosquitto(persistence=False, anonymous=True)
         broker.start()
         url, cleanup = prepare_database(engine, workdir)
         try:

@@ -185,7 +185,7 @@ def main() -> None:
     template = sink.messages[0]
     load = os.getloadavg()
     url, cleanup = prepare_database(args.engine, Path(tempfile.mkdtemp(prefix="edgeloop-outage-db-")))
-    broker = PrivateMosquitto(persistence=True)
+    broker = PrivateMosquitto(persistence=True, anonymous=True)
     broker.start()
     try:
         ours = scenario(url, broker, args, template, use_outbox=True, prefix="out-")

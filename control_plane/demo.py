@@ -37,6 +37,7 @@ class DemoResult:
     devices_activated: int
     devices: int
     seconds: float
+    broker_authenticated: bool = False
 
 
 def ensure_demo_model(settings: Settings) -> None:
@@ -64,7 +65,16 @@ def broker_for(settings: Settings) -> Iterator[None]:
     broker: PrivateMosquitto | EmbeddedAmqtt
     broker, protocol = start_private_broker()
     settings.mqtt_url, settings.mqtt_protocol = broker.url, protocol  # type: ignore[assignment]
-    console.print(f"broker: {type(broker).__name__} at {broker.url} (MQTT {protocol})")
+    if isinstance(broker, PrivateMosquitto):
+        # Password file + generated ACL: the control plane logs in as itself and writes each device's login.
+        for name, value in broker.settings_overrides().items():
+            setattr(settings, name, value)
+        console.print(f"broker: mosquitto at {broker.url} (MQTT {protocol}), anonymous access off, "
+                      "per-device logins and ACL")
+    else:
+        # amqtt cannot reload a password file or express per-device topic patterns (docs/security.md).
+        console.print(f"broker: amqtt at {broker.url} (MQTT {protocol}) [bold red]WITHOUT authentication or ACL[/]"
+                      " (mosquitto is not installed); a demo only, never expose it")
     try:
         yield
     finally:
@@ -144,7 +154,8 @@ def run_demo(settings: Settings, *, devices: int = 8, once: bool = False, rollou
             console.print(f"fleet: {devices} simulated edge agents connecting to {settings.mqtt_url}")
             final = roll_out(client, rollout_timeout)
             activated = int(final["progress"]["succeeded"])
-            result = DemoResult(final["id"], final["state"], activated, devices, time.monotonic() - started)
+            result = DemoResult(final["id"], final["state"], activated, devices, time.monotonic() - started,
+                                broker_authenticated=bool(settings.mqtt_username))
             _print_summary(settings, result)
             if not once:
                 with contextlib.suppress(KeyboardInterrupt):

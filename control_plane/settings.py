@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; no bridge when unset.")
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
     mqtt_public_url: str | None = Field(default=None, description="Broker URL given to devices (default mqtt_url).")
+    mqtt_username: str | None = Field(default=None, description="The control plane's own broker user.")
+    mqtt_password: str | None = Field(default=None, description="Its password (also hashed into the password file).")
+    mqtt_ca_file: Path | None = Field(default=None, description="CA bundle for mqtts:// (system CAs when unset).")
+    mqtt_client_cert: Path | None = Field(default=None, description="Client certificate for mqtts:// (optional).")
+    mqtt_client_key: Path | None = Field(default=None, description="Its private key.")
+    mqtt_auth_dir: Path | None = Field(default=None, description=(
+        "Write the broker's password file and ACL here (from the device table) whenever credentials change."))
+    mqtt_broker_pid_file: Path | None = Field(default=None, description="SIGHUP this broker after rewriting them.")
     manifest_ttl_seconds: int = Field(default=86_400, gt=0, description="Signed manifests expire after this.")
     fleet_step_seconds: float = Field(default=1.0, gt=0, description="How often rollouts are advanced.")
     protected_device_labels: dict[str, str] = Field(default_factory=lambda: {"env": "production"}, description=(

@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 ENV_PREFIX = "EDGELOOP_EDGE_"
+PLAIN_SCHEMES = ("mqtt", "tcp")
+TLS_SCHEMES = ("mqtts", "ssl")
 DEFAULT_MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 
 
@@ -46,6 +48,12 @@ class EdgeConfig:
     ota_retry_backoff_s: float = 2.0
     manifest_max_validity_s: float = 30 * 86_400.0
     manifest_clock_skew_s: float = 300.0
+    # Broker login (username = device id, issued at provisioning) and TLS for mqtts:// URLs.
+    broker_username: str | None = None
+    broker_password: str | None = None
+    broker_ca_file: Path | None = None
+    broker_client_cert: Path | None = None
+    broker_client_key: Path | None = None
 
     @property
     def broker_host(self) -> str:
@@ -53,9 +61,14 @@ class EdgeConfig:
         return urlparse(self.broker_url).hostname or "127.0.0.1"
 
     @property
+    def broker_tls(self) -> bool:
+        """Return whether broker_url asks for TLS (mqtts:// or ssl://)."""
+        return urlparse(self.broker_url).scheme in TLS_SCHEMES
+
+    @property
     def broker_port(self) -> int:
-        """Return the broker port parsed from broker_url (1883 if absent)."""
-        return urlparse(self.broker_url).port or 1883
+        """Return the broker port parsed from broker_url (1883, or 8883 with TLS, if absent)."""
+        return urlparse(self.broker_url).port or (8883 if self.broker_tls else 1883)
 
 
 _REQUIRED = (
@@ -101,8 +114,14 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid config value: {exc}") from exc
     config = EdgeConfig(**kwargs)
-    if urlparse(config.broker_url).scheme not in ("mqtt", "tcp"):
-        raise ConfigError("broker_url must look like mqtt://host:port")
+    if urlparse(config.broker_url).scheme not in PLAIN_SCHEMES + TLS_SCHEMES:
+        raise ConfigError("broker_url must look like mqtt://host:port or mqtts://host:port")
+    if not config.broker_tls and (config.broker_ca_file or config.broker_client_cert or config.broker_client_key):
+        raise ConfigError("broker_ca_file and client certificates need an mqtts:// broker_url")
+    if bool(config.broker_client_cert) != bool(config.broker_client_key):
+        raise ConfigError("a client certificate needs both broker_client_cert and broker_client_key")
+    if config.broker_password is not None and not config.broker_username:
+        raise ConfigError("broker_password needs broker_username")
     if config.max_artifact_bytes <= 0:
         raise ConfigError("max_artifact_bytes must be positive")
     if not (config.download_min_rate_bps > 0 and config.download_grace_s >= 0 and config.ota_max_attempts >= 1

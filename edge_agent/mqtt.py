@@ -45,6 +45,13 @@ def make_client(config: EdgeConfig, client_id: str | None = None) -> mqtt.Client
     client.reconnect_delay_set(max(1, int(config.reconnect_min_s)), max(1, int(config.reconnect_max_s)))
     # QoS 1 status events wait here while the broker is away instead of being dropped.
     client.max_queued_messages_set(10000)
+    if config.broker_username:
+        client.username_pw_set(config.broker_username, config.broker_password)
+    if config.broker_tls:
+        # Verifies the broker's certificate chain (broker_ca_file, else the system CAs) and its host name.
+        client.tls_set(ca_certs=str(config.broker_ca_file) if config.broker_ca_file else None,
+                       certfile=str(config.broker_client_cert) if config.broker_client_cert else None,
+                       keyfile=str(config.broker_client_key) if config.broker_client_key else None)
     return client
 
 
@@ -133,5 +140,6 @@ class MqttLink:
                 log.exception("publish listener failed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.manifest_topic:
+        # An empty payload is the control plane clearing the retained manifest (after an abort): nothing to do.
+        if message.topic == self.manifest_topic and message.payload:
             self.on_manifest(bytes(message.payload))

@@ -98,7 +98,7 @@ class Fleet:
                 self._schedule_connect(device)
 
         def on_message(c: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-            if message.topic == manifest_topic:
+            if message.topic == manifest_topic and message.payload:  # empty: a cleared retained manifest
                 self._enqueue(device, bytes(message.payload))
 
         client.on_connect = on_connect
@@ -214,15 +214,22 @@ class Fleet:
 
 def fleet_configs(
     *, devices: int, template: EdgeConfig, state_root: Path, prefix: str = "sim-", token: str = "{device_id}",
-    tokens: Mapping[str, str] | None = None,
+    tokens: Mapping[str, str] | None = None, broker_passwords: Mapping[str, str] | None = None,
 ) -> list[EdgeConfig]:
-    """Derive N device configs from one template; real per-device tokens in ``tokens`` win over the template."""
+    """Derive N device configs from one template; real per-device tokens in ``tokens`` win over the template.
+
+    With ``broker_passwords`` each device logs in to the broker as itself (username = device id), as a real one
+    does; the broker's ACL then confines it to its own topics.
+    """
     configs = []
     for index in range(devices):
         device_id = f"{prefix}{index:05d}"
         device_token = tokens[device_id] if tokens and device_id in tokens else token.format(device_id=device_id)
+        login: dict[str, Any] = {}
+        if broker_passwords is not None:
+            login = {"broker_username": device_id, "broker_password": broker_passwords.get(device_id)}
         configs.append(replace(template, device_id=device_id, device_token=device_token,
-                               state_dir=state_root / device_id))
+                               state_dir=state_root / device_id, **login))
     return configs
 
 
@@ -235,12 +242,13 @@ def run_fleet(
     prefix: str = "sim-",
     token: str = "{device_id}",
     tokens: Mapping[str, str] | None = None,
+    broker_passwords: Mapping[str, str] | None = None,
     workers: int = 4,
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run N simulated devices for duration_s (or until stop is set) and return the final snapshot."""
     configs = fleet_configs(devices=devices, template=template, state_root=state_root, prefix=prefix, token=token,
-                            tokens=tokens)
+                            tokens=tokens, broker_passwords=broker_passwords)
     fleet = Fleet(configs, shared_root=state_root / "_shared", workers=workers)
     started = time.monotonic()
     fleet.start()
@@ -265,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-plane-url", default="http://127.0.0.1:8000")
     parser.add_argument("--public-key", required=True, help="trusted ed25519 key (file or base64 raw)")
     parser.add_argument("--token", default="{device_id}", help="device token; {device_id} is substituted")
+    parser.add_argument("--broker-passwords", type=Path, default=None,
+                        help="JSON file {device_id: broker password}: each device logs in as itself")
     parser.add_argument("--state-root", type=Path, default=Path(".edgeloop/sim"))
     parser.add_argument("--prefix", default="sim-")
     parser.add_argument("--duration", type=float, default=60.0)
@@ -275,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     template = EdgeConfig(device_id="template", device_token="", broker_url=args.broker_url,
                           control_plane_url=args.control_plane_url, state_dir=args.state_root,
                           trusted_public_key=args.public_key)
+    passwords = json.loads(args.broker_passwords.read_text()) if args.broker_passwords else None
     report = run_fleet(devices=args.devices, template=template, state_root=args.state_root,
-                       duration_s=args.duration, prefix=args.prefix, token=args.token, workers=args.workers)
+                       duration_s=args.duration, prefix=args.prefix, token=args.token, workers=args.workers,
+                       broker_passwords=passwords)
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

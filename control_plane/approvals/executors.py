@@ -140,7 +140,7 @@ class AbortExecutor(_RolloutExecutor):
                            preconditions=snapshot)
 
     def execute(self, session: Session, action: RolloutAbort, context: ExecutionContext) -> dict[str, Any]:
-        rollout = rollouts.abort(session, action.rollout_id, context.actor, context.reason)
+        rollout = rollouts.abort(session, context.factory(), action.rollout_id, context.actor, context.reason)
         return {"rollout_state": rollout.state}
 
 

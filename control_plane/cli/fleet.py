@@ -86,9 +86,9 @@ def provision(
     """Provision a device and print (or write) everything its agent needs, token included."""
     factory = _factory()
     with db_session() as session:
-        device, token = service.provision_device(
+        device, secrets = service.provision_device(
             session=session, actor=CLI_ACTOR, request=DeviceCreate(id=device_id, group=group, labels=_labels(label)))
-        provisioned = service.provisioned(device, token, factory)
+        provisioned = service.provisioned(device, secrets, factory)
     if config_out is not None:
         _write_private(config_out, _toml(provisioned.edge_config, state_dir))
         console.print(f"provisioned {device_id}; agent config written to {config_out}")
@@ -165,9 +165,11 @@ def resume(rollout_id: str, reason: ReasonOption = "") -> None:
 
 @fleet_app.command("abort")
 def abort(rollout_id: str, reason: ReasonOption = "") -> None:
-    """Stop a rollout for good."""
+    """Stop a rollout for good (devices that had not confirmed it go back to their previous model)."""
+    factory = _factory()
     with db_session() as session:
-        _print_rollout(service.rollout_read(session, rollouts.abort(session, rollout_id, CLI_ACTOR, reason)))
+        _print_rollout(service.rollout_read(session, rollouts.abort(session, factory, rollout_id, CLI_ACTOR,
+                                                                    reason)))
 
 
 @fleet_app.command("rollback")
@@ -193,19 +195,20 @@ def acl(output: Annotated[Path | None, typer.Option("--output", "-o")] = None) -
         console.print(f"ACL written to {output}")
 
 
-def provision_fleet(*, count: int, prefix: str, group: str, factory: ManifestFactory) -> dict[str, str]:
-    """Provision (or re-token) ``count`` simulated devices and return {device_id: token}."""
-    tokens: dict[str, str] = {}
+def provision_fleet(*, count: int, prefix: str, group: str,
+                    factory: ManifestFactory) -> dict[str, service.DeviceSecrets]:
+    """Provision (or re-token) ``count`` simulated devices and return {device_id: (token, broker password)}."""
+    secrets: dict[str, service.DeviceSecrets] = {}
     with db_session(factory.settings) as session:
         for index in range(count):
             device_id = f"{prefix}{index:05d}"
             try:
                 service.get_device(session=session, device_id=device_id)
-                _, tokens[device_id] = service.rotate_token(session=session, device_id=device_id, actor=CLI_ACTOR)
+                _, secrets[device_id] = service.rotate_token(session=session, device_id=device_id, actor=CLI_ACTOR)
             except NotFound:
-                _, tokens[device_id] = service.provision_device(
+                _, secrets[device_id] = service.provision_device(
                     session=session, actor=CLI_ACTOR, request=DeviceCreate(id=device_id, group=group))
-    return tokens
+    return secrets
 
 
 @fleet_app.command("simulate")
@@ -226,11 +229,13 @@ def simulate(
     broker = settings.mqtt_public_url or settings.mqtt_url
     if not broker:
         raise typer.BadParameter("set EDGELOOP_MQTT_URL (or EDGELOOP_MQTT_PUBLIC_URL)")
-    tokens = provision_fleet(count=devices_count, prefix=prefix, group=group, factory=factory)
+    secrets = provision_fleet(count=devices_count, prefix=prefix, group=group, factory=factory)
     template = EdgeConfig(device_id="template", device_token="", broker_url=broker,
                           control_plane_url=settings.base_url, state_dir=state_root,
-                          trusted_public_key=factory.signer.public_b64)
-    configs = [replace(template, device_id=d, device_token=t, state_dir=state_root / d) for d, t in tokens.items()]
+                          trusted_public_key=factory.signer.public_b64, broker_ca_file=settings.mqtt_ca_file)
+    # Each simulated device logs in to the broker as itself, with its own password (the ACL confines it).
+    configs = [replace(template, device_id=d, device_token=s.token, broker_username=d,
+                       broker_password=s.broker_password, state_dir=state_root / d) for d, s in secrets.items()]
     fleet = Fleet(configs, shared_root=state_root / "_shared", workers=workers)
     fleet.start()
     console.print(f"simulating {devices_count} devices in group {group!r} for {duration:.0f}s; "

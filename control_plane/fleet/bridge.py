@@ -8,22 +8,23 @@ import queue
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from control_plane.db.base import utcnow
 from control_plane.db.session import Database
 from control_plane.fleet import events, rollouts
+from control_plane.fleet.broker_auth import BrokerAuthFiles
 from control_plane.fleet.manifests import ManifestFactory, factory_for
-from control_plane.fleet.models import Manifest, Rollout, RolloutTarget
+from control_plane.fleet.models import Device, DeviceEvent, Manifest, Rollout, RolloutTarget
 from control_plane.fleet.schemas import IN_FLIGHT_STATES, RolloutState
-from control_plane.mqtt.connection import MqttConnection, Protocol
+from control_plane.mqtt.connection import MqttConnection, Protocol, client_url
 from control_plane.mqtt.topics import device_topic, fleet_filter
 from control_plane.settings import Settings
 
@@ -40,6 +41,7 @@ class BridgeStats:
     applied: int = 0
     duplicates: int = 0
     malformed: int = 0
+    quarantined: int = 0
     published: int = 0
     republish_rounds: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
@@ -80,12 +82,20 @@ def publish_pending(session: Session, connection: MqttConnection, limit: int = 5
 
 
 def mark_for_republish(session: Session) -> int:
-    """After a reconnect, queue again the manifest of every device still updating (the broker may have lost it)."""
+    """After a reconnect, queue again every manifest a device may still need (the broker may have lost it).
+
+    That is the manifest of every device still updating in a running rollout, and the restore (or clearing)
+    manifest of every device an aborted rollout sent back that has not reported on it yet.
+    """
     active = select(Rollout.id).where(Rollout.state.in_([RolloutState.IN_PROGRESS.value, RolloutState.PAUSED.value]))
-    rows = session.execute(select(RolloutTarget.device_id, RolloutTarget.sequence).where(
-        RolloutTarget.rollout_id.in_(active), RolloutTarget.state.in_([s.value for s in IN_FLIGHT_STATES])))
+    rows: list[Any] = list(session.execute(select(RolloutTarget.device_id, RolloutTarget.sequence).where(
+        RolloutTarget.rollout_id.in_(active), RolloutTarget.state.in_([s.value for s in IN_FLIGHT_STATES]))))
+    aborted = select(Rollout.id).where(Rollout.state == RolloutState.ABORTED.value)
+    rows += session.execute(select(Device.id, Device.desired_sequence).where(
+        Device.desired_rollout_id.in_(aborted), Device.desired_sequence.is_not(None),
+        or_(Device.reported_sequence.is_(None), Device.reported_sequence != Device.desired_sequence))).all()
     count = 0
-    for device_id, sequence in rows.all():
+    for device_id, sequence in {(row[0], row[1]) for row in rows}:
         result = session.execute(update(Manifest).where(Manifest.device_id == device_id,
                                                         Manifest.sequence == sequence).values(published_at=None))
         count += int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -98,14 +108,18 @@ class FleetBridge:
     name = "fleet-bridge"
 
     def __init__(self, database: Database, factory: ManifestFactory, *, mqtt_url: str, protocol: Protocol = "5",
-                 step_seconds: float = 1.0, client_id: str | None = None) -> None:
+                 step_seconds: float = 1.0, client_id: str | None = None,
+                 auth_files: BrokerAuthFiles | None = None) -> None:
         self.database = database
+        self.auth_files = auth_files
         self.factory = factory
         self.step_seconds = step_seconds
         self.stats = BridgeStats()
         self.connection = MqttConnection(mqtt_url, client_id or f"edgeloop-cp-{uuid.uuid4().hex[:8]}",
                                          protocol=protocol)
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        # Messages of a batch that met a database outage: applied again before anything newer.
+        self._retry: deque[tuple[str, bytes]] = deque()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-bridge", daemon=True)
@@ -119,6 +133,7 @@ class FleetBridge:
         """Subscribe, connect in the background (the broker may come later) and start processing."""
         for kind in ("status", "presence"):
             self.connection.subscribe(fleet_filter(kind), self._enqueue, qos=1)
+        self._sync_auth(force=True)  # our own user must be in the password file before we can log in
         self.connection.start(timeout=None)
         self._thread.start()
 
@@ -155,6 +170,7 @@ class FleetBridge:
                 due = time.monotonic() - last_step >= self.step_seconds
                 if due:
                     last_step = time.monotonic()
+                    self._sync_auth()
                     with self.database.transaction(write=False) as session:
                         touched |= set(rollouts.active_rollout_ids(session))
                 for rollout_id in sorted(touched):
@@ -166,6 +182,15 @@ class FleetBridge:
                 log.exception("fleet bridge iteration failed")
                 time.sleep(0.5)
 
+    def _sync_auth(self, *, force: bool = False) -> None:
+        if self.auth_files is None:
+            return
+        try:
+            with self.database.transaction(write=False) as session:
+                self.auth_files.sync(session, force=force)
+        except Exception:  # a full disk must not stop status processing; the next step tries again
+            log.exception("could not write the broker's password file and ACL")
+
     def _step(self, rollout_id: str) -> None:
         try:
             with self.database.transaction() as session:
@@ -175,6 +200,8 @@ class FleetBridge:
 
     def _drain(self) -> set[str]:
         batch: list[tuple[str, bytes]] = []
+        while self._retry and len(batch) < BATCH:
+            batch.append(self._retry.popleft())
         while len(batch) < BATCH:
             try:
                 batch.append(self._inbox.get_nowait())
@@ -186,16 +213,61 @@ class FleetBridge:
         try:
             with self.database.transaction() as session:
                 return self._apply(session, batch)
-        except IntegrityError:
-            # Another replica stored one of these event ids first: apply one by one so the rest still count.
-            touched: set[str] = set()
-            for message in batch:
+        except OperationalError:
+            if not self._database_up():
+                self._requeue(batch)
+                raise
+            return self._apply_each(batch)  # the database answers: something in this batch upset it
+        except Exception:
+            # A duplicate from another replica (IntegrityError) or a message the database refused
+            # (OverflowError, DataError): apply one by one so only the bad message is set aside.
+            return self._apply_each(batch)
+
+    def _database_up(self) -> bool:
+        try:
+            with self.database.transaction(write=False) as session:
+                session.execute(select(1))
+        except Exception:
+            return False
+        return True
+
+    def _requeue(self, batch: list[tuple[str, bytes]]) -> None:
+        # The database is away, not the messages' fault: keep them, in order, for the next round.
+        self.stats.received -= len(batch)
+        self._retry.extendleft(reversed(batch))
+
+    def _apply_each(self, batch: list[tuple[str, bytes]]) -> set[str]:
+        touched: set[str] = set()
+        for index, message in enumerate(batch):
+            for attempt in (1, 2):  # a second try for an operational error (a lock timeout passes)
                 try:
                     with self.database.transaction() as session:
                         touched |= self._apply(session, [message])
                 except IntegrityError:
                     self.stats.duplicates += 1
-            return touched
+                except OperationalError as exc:
+                    if not self._database_up():  # an outage, not this message: keep it and the rest for later
+                        self._requeue(batch[index:])
+                        raise
+                    if attempt == 1:
+                        continue
+                    self._quarantine(message, exc)  # the database is up and refuses only this one
+                except Exception as exc:
+                    self._quarantine(message, exc)
+                break
+        return touched
+
+    def _quarantine(self, message: tuple[str, bytes], exc: Exception) -> None:
+        topic, payload = message
+        reason = f"quarantined: {type(exc).__name__}: {exc}"[:200]
+        self.stats.quarantined += 1
+        self.stats.reasons[reason] += 1
+        log.warning("quarantined a message on %s that the database refused: %s", topic, reason)
+        try:
+            with self.database.transaction() as session:
+                session.execute(insert(DeviceEvent), [events.quarantine_row(topic, payload, reason)])
+        except Exception:
+            log.exception("could not store the quarantined message from %s", topic)
 
     def _apply(self, session: Session, batch: list[tuple[str, bytes]]) -> set[str]:
         touched: set[str] = set()
@@ -216,7 +288,8 @@ class FleetBridge:
 def fleet_bridge(app: Any, settings: Settings) -> FleetBridge:
     """Build the bridge worker for an app (called by ``build_workers`` when ``mqtt_url`` is set)."""
     assert settings.mqtt_url is not None
-    bridge = FleetBridge(app.state.database, factory_for(app.state), mqtt_url=settings.mqtt_url,
-                         protocol=settings.mqtt_protocol, step_seconds=settings.fleet_step_seconds)
+    bridge = FleetBridge(app.state.database, factory_for(app.state), mqtt_url=client_url(settings),
+                         protocol=settings.mqtt_protocol, step_seconds=settings.fleet_step_seconds,
+                         auth_files=BrokerAuthFiles.from_settings(settings))
     app.state.fleet_bridge = bridge
     return bridge

@@ -23,6 +23,8 @@ from control_plane.signing import Signer
 from edge_agent.inference import decode_outputs as edge_decode_outputs
 
 MANIFEST_SCHEMA = "edgeloop.manifest/v1"
+# A manifest row with this envelope clears the device's retained manifest (published as an empty retained message).
+CLEARED_ENVELOPE = ""
 SELF_TEST_TOLERANCE = 1e-3
 
 

@@ -23,6 +23,9 @@ class Device(TimestampMixin, Base):
     group_name: Mapped[str | None] = mapped_column(String(100), index=True)
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     token_id: Mapped[str | None] = mapped_column(String(40))
+    # The device's MQTT password as mosquitto stores it (PBKDF2-SHA512, "$7$..."); the plaintext is shown once.
+    broker_password_hash: Mapped[str | None] = mapped_column(String(200))
+    broker_credentials_at: Mapped[datetime | None]
     # Last manifest sequence issued; bumped under SELECT ... FOR UPDATE on this row.
     sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     desired_rollout_id: Mapped[str | None] = mapped_column(String(40))

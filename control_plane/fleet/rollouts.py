@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from control_plane.audit import service as audit
 from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, Invalid, NotFound
-from control_plane.fleet.manifests import ManifestFactory, ManifestTemplate
+from control_plane.fleet.manifests import CLEARED_ENVELOPE, ManifestFactory, ManifestTemplate
 from control_plane.fleet.models import Deployment, Device, Manifest, Rollout, RolloutTarget
 from control_plane.fleet.schemas import (
     FAILURE_STATES,
@@ -37,6 +37,8 @@ from control_plane.registry.models import Artifact
 
 SYSTEM_ACTOR = "system:rollout-engine"
 OPEN_TARGET_STATES = frozenset({TargetState.PENDING}) | IN_FLIGHT_STATES
+# Targets whose device may hold, or still be offered, this rollout's manifest without having confirmed it.
+UNCONFIRMED_STATES = IN_FLIGHT_STATES | {TargetState.TIMED_OUT}
 
 
 def wave_plan(strategy: Strategy, total: int) -> list[int]:
@@ -215,11 +217,12 @@ def step(session: Session, factory: ManifestFactory, rollout_id: str, now: datet
     counts = target_counts(session, rollout.id)
     ok, failed, finished = health(counts, rollout.failure_threshold, rollout.min_finished)
     if not ok:
-        cancelled = _cancel_open_targets(session, rollout.id, "rollout_aborted", now)
+        restored = restore_after_abort(session, factory, rollout, now)
+        cancelled = _cancel_open_targets(session, rollout.id, "rollout_aborted", now, OPEN_TARGET_STATES)
         _transition(session, rollout, RolloutState.ABORTED, SYSTEM_ACTOR,
                     f"health gate: {failed} of {finished} finished devices failed "
                     f"(threshold {rollout.failure_threshold:.0%})", now,
-                    failed=failed, finished=finished, timed_out=timed_out, cancelled=cancelled)
+                    failed=failed, finished=finished, timed_out=timed_out, cancelled=cancelled, **restored)
         return rollout
     if any(counts[s.value] for s in IN_FLIGHT_STATES):
         return rollout
@@ -264,16 +267,64 @@ def resume(session: Session, factory: ManifestFactory, rollout_id: str, actor: s
     return step(session, factory, rollout_id)
 
 
-def abort(session: Session, rollout_id: str, actor: str, reason: str = "") -> Rollout:
-    """Stop the rollout for good: no further manifests; devices keep whatever they run now."""
+def abort(session: Session, factory: ManifestFactory, rollout_id: str, actor: str, reason: str = "") -> Rollout:
+    """Stop the rollout for good; devices that had not confirmed it are sent back to what they were told before.
+
+    Devices that activated keep the new model (a rollback returns them); see `restore_after_abort` for the rest.
+    """
     rollout = lock_rollout(session, rollout_id)
     if rollout.state in TERMINAL_ROLLOUT_STATES:
         raise Conflict(f"rollout {rollout_id} is already {rollout.state}")
     now = utcnow()
-    cancelled = _cancel_open_targets(session, rollout.id, "rollout_aborted", now)
+    restored = restore_after_abort(session, factory, rollout, now)
+    cancelled = _cancel_open_targets(session, rollout.id, "rollout_aborted", now, OPEN_TARGET_STATES)
     _transition(session, rollout, RolloutState.ABORTED, actor, reason or "aborted by operator", now,
-                cancelled=cancelled)
+                cancelled=cancelled, **restored)
     return rollout
+
+
+def restore_after_abort(session: Session, factory: ManifestFactory, rollout: Rollout, now: datetime) -> dict[str, int]:
+    """Replace the retained manifest of every device that was sent this rollout but never confirmed it.
+
+    Left alone, the broker keeps offering the aborted manifest, and a device that was offline installs it when it
+    comes back. A device with a known previous artifact gets a new, higher-sequence manifest for it (so it ends
+    on what it ran before, even if it had started installing); one without gets its retained manifest cleared
+    (an empty retained message) and keeps whatever it runs. A device already taken over by a newer manifest is
+    not touched.
+    """
+    targets = list(session.scalars(select(RolloutTarget).where(
+        RolloutTarget.rollout_id == rollout.id, RolloutTarget.sequence.is_not(None),
+        RolloutTarget.state.in_([s.value for s in UNCONFIRMED_STATES])).order_by(RolloutTarget.position)))
+    if not targets:
+        return {"restored": 0, "cleared": 0}
+    devices = _lock_devices(session, [t.device_id for t in targets])
+    ours = [t for t in targets if (device := devices.get(t.device_id)) is not None
+            and device.desired_rollout_id == rollout.id and device.desired_sequence == t.sequence]
+    deployment = session.get(Deployment, rollout.deployment_id)
+    assert deployment is not None
+    templates = _templates(session, factory, deployment, {t.previous_artifact_id for t in ours
+                                                           if t.previous_artifact_id})
+    manifests, restored = [], 0
+    for target in ours:
+        device = devices[target.device_id]
+        device.sequence += 1
+        previous = target.previous_artifact_id
+        row: dict[str, Any] = {"device_id": device.id, "rollout_id": rollout.id, "sequence": device.sequence,
+                               "published_at": None, "created_at": now}
+        if previous is not None:
+            envelope, expires_at = factory.sign(templates[previous], device_id=device.id, sequence=device.sequence,
+                                                rollout_id=rollout.id, now=now.timestamp())
+            row |= {"artifact_sha256": templates[previous].sha256, "envelope": envelope,
+                    "expires_at": datetime.fromtimestamp(expires_at, now.tzinfo)}
+            restored += 1
+        else:
+            row |= {"artifact_sha256": "", "envelope": CLEARED_ENVELOPE, "expires_at": now}
+        manifests.append(row)
+        device.desired_artifact_id, device.desired_sequence = previous, device.sequence
+    if manifests:
+        session.execute(insert(Manifest), manifests)
+    session.flush()
+    return {"restored": restored, "cleared": len(manifests) - restored}
 
 
 def rollback(session: Session, factory: ManifestFactory, rollout_id: str, strategy: Strategy, actor: str,

@@ -54,8 +54,8 @@ def _parse_labels(label: list[str] | None) -> dict[str, str] | None:
 @router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=DeviceProvisioned)
 def provision_device(body: DeviceCreate, request: Request, session: SessionDep, caller: Writer) -> DeviceProvisioned:
     """Provision a device: its device-scoped token (shown once), trusted key, broker URL and topic prefix."""
-    device, token = service.provision_device(session=session, request=body, actor=caller.actor)
-    return service.provisioned(device, token, manifest_factory(request))
+    device, secrets = service.provision_device(session=session, request=body, actor=caller.actor)
+    return service.provisioned(device, secrets, manifest_factory(request))
 
 
 @router.get("/devices", response_model=list[DeviceRead])
@@ -90,8 +90,8 @@ def update_device(device_id: str, body: DeviceUpdate, session: SessionDep, setti
 @router.post("/devices/{device_id}/token", response_model=DeviceProvisioned)
 def rotate_device_token(device_id: str, request: Request, session: SessionDep, caller: Admin) -> DeviceProvisioned:
     """Revoke the device's token and issue a new one (admins only: whoever receives it can act as the device)."""
-    device, token = service.rotate_token(session=session, device_id=device_id, actor=caller.actor)
-    return service.provisioned(device, token, manifest_factory(request))
+    device, secrets = service.rotate_token(session=session, device_id=device_id, actor=caller.actor)
+    return service.provisioned(device, secrets, manifest_factory(request))
 
 
 @router.get("/devices/{device_id}/manifest", response_model=ManifestEnvelope)
@@ -180,9 +180,11 @@ def resume_rollout(rollout_id: str, body: RolloutAction, request: Request, sessi
 
 
 @router.post("/rollouts/{rollout_id}/abort", response_model=RolloutRead)
-def abort_rollout(rollout_id: str, body: RolloutAction, session: SessionDep, caller: Writer) -> RolloutRead:
-    """Stop the rollout for good; devices keep what they run."""
-    return service.rollout_read(session, rollouts.abort(session, rollout_id, caller.actor, body.reason))
+def abort_rollout(rollout_id: str, body: RolloutAction, request: Request, session: SessionDep, caller: Writer
+                  ) -> RolloutRead:
+    """Stop the rollout for good; devices that had not confirmed it are sent back to their previous model."""
+    rollout = rollouts.abort(session, manifest_factory(request), rollout_id, caller.actor, body.reason)
+    return service.rollout_read(session, rollout)
 
 
 @router.post("/rollouts/{rollout_id}/rollback", status_code=status.HTTP_201_CREATED, response_model=RolloutRead)

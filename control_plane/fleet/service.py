@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -13,7 +15,7 @@ from control_plane.auth.schemas import Principal, TokenCreate
 from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.fleet import rollouts
-from control_plane.fleet.manifests import ManifestFactory
+from control_plane.fleet.manifests import CLEARED_ENVELOPE, ManifestFactory
 from control_plane.fleet.models import Deployment, Device, DeviceEvent, Manifest, Rollout, RolloutTarget
 from control_plane.fleet.policy import ProtectedFleet, check_deployment, check_device_change
 from control_plane.fleet.schemas import (
@@ -29,10 +31,18 @@ from control_plane.fleet.schemas import (
 )
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
+from control_plane.mqtt.auth_files import mosquitto_hash, new_password
 from control_plane.mqtt.topics import PREFIX
 from control_plane.registry import artifacts as registry_artifacts
 from control_plane.registry import service as registry
 from control_plane.registry.models import Artifact, ModelVersion
+
+
+class DeviceSecrets(NamedTuple):
+    """The one-time secrets of a device: its API token and its MQTT broker password (username = device id)."""
+
+    token: str
+    broker_password: str
 
 
 def _issue_token(session: Session, device_id: str, actor: str) -> tuple[str, str]:
@@ -42,11 +52,24 @@ def _issue_token(session: Session, device_id: str, actor: str) -> tuple[str, str
     return token.id, plaintext
 
 
-def provisioned(device: Device, token: str, factory: ManifestFactory) -> DeviceProvisioned:
-    """Present a device with everything its agent needs (the token appears only here)."""
+def _issue_secrets(session: Session, device: Device, actor: str) -> DeviceSecrets:
+    """Issue a new API token and broker password; only their hashes are kept (the bridge rewrites the broker's
+    password file from these rows and reloads it)."""
+    device.token_id, token = _issue_token(session, device.id, actor)
+    broker_password = new_password()
+    device.broker_password_hash = mosquitto_hash(broker_password)
+    device.broker_credentials_at = utcnow()
+    session.flush()
+    return DeviceSecrets(token, broker_password)
+
+
+def provisioned(device: Device, secrets: DeviceSecrets, factory: ManifestFactory) -> DeviceProvisioned:
+    """Present a device with everything its agent needs (the token and broker password appear only here)."""
     settings = factory.settings
     broker = settings.mqtt_public_url or settings.mqtt_url
+    token = secrets.token
     edge_config = {"device_id": device.id, "device_token": token, "broker_url": broker,
+                   "broker_username": device.id, "broker_password": secrets.broker_password,
                    "control_plane_url": settings.base_url, "trusted_public_key": factory.signer.public_b64}
     return DeviceProvisioned(**device_read(device).model_dump(), token=token,
                              trusted_public_key=factory.signer.public_b64, key_id=factory.signer.key_id,
@@ -55,29 +78,29 @@ def provisioned(device: Device, token: str, factory: ManifestFactory) -> DeviceP
                              edge_config=edge_config)
 
 
-def provision_device(*, session: Session, request: DeviceCreate, actor: str) -> tuple[Device, str]:
-    """Register a device and issue its device-scoped token; return it with the one-time token."""
+def provision_device(*, session: Session, request: DeviceCreate, actor: str) -> tuple[Device, DeviceSecrets]:
+    """Register a device and issue its device-scoped token and broker password; return it with both, once."""
     if session.get(Device, request.id) is not None:
         raise Conflict(f"device {request.id!r} already exists; rotate its token instead")
     device = Device(id=request.id, name=request.name, group_name=request.group, labels=request.labels,
                     sequence=0, online=False, created_by=actor)
     session.add(device)
     session.flush()
-    device.token_id, plaintext = _issue_token(session, device.id, actor)
+    secrets = _issue_secrets(session, device, actor)
     audit.record(session, actor=actor, action="device.provision", resource=("device", device.id),
                  data={"group": device.group_name, "labels": device.labels, "token_id": device.token_id})
-    return device, plaintext
+    return device, secrets
 
 
-def rotate_token(*, session: Session, device_id: str, actor: str) -> tuple[Device, str]:
-    """Revoke the device's token and issue a new one (re-provisioning)."""
+def rotate_token(*, session: Session, device_id: str, actor: str) -> tuple[Device, DeviceSecrets]:
+    """Revoke the device's token and broker password and issue new ones (re-provisioning)."""
     device = get_device(session=session, device_id=device_id, lock=True)
     if device.token_id:
         auth_service.revoke_token(session=session, token_id=device.token_id, actor=actor)
-    device.token_id, plaintext = _issue_token(session, device.id, actor)
+    secrets = _issue_secrets(session, device, actor)
     audit.record(session, actor=actor, action="device.rotate_token", resource=("device", device.id),
-                 data={"token_id": device.token_id})
-    return device, plaintext
+                 data={"token_id": device.token_id, "broker_password": "rotated"})
+    return device, secrets
 
 
 def get_device(*, session: Session, device_id: str, lock: bool = False) -> Device:
@@ -266,6 +289,8 @@ def latest_manifest(*, session: Session, device_id: str) -> Manifest:
                               .order_by(Manifest.sequence.desc()).limit(1))
     if manifest is None:
         raise NotFound(f"no manifest was issued to device {device_id!r}")
+    if manifest.envelope == CLEARED_ENVELOPE:
+        raise NotFound(f"device {device_id!r} has no current manifest: it was withdrawn when its rollout was aborted")
     return manifest
 
 

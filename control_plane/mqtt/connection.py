@@ -7,8 +7,8 @@ import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -16,6 +16,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from control_plane.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +28,70 @@ _MAX_ROUTES = 100_000
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: reason 0 implied)
 
 
+PLAIN_SCHEMES = ("mqtt", "tcp")
+TLS_SCHEMES = ("mqtts", "ssl")
+_TLS_OPTIONS = ("ca_file", "certfile", "keyfile")
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
-    """Host, port and optional credentials parsed from ``mqtt://user:pass@host:port``."""
+    """Where and how to connect, parsed from ``mqtt[s]://user:pass@host:port?ca_file=..&certfile=..&keyfile=..``.
+
+    One URL carries everything, so every component that opens a connection (bridge, telemetry consumers)
+    authenticates the same way; `client_url(settings)` builds it from the EDGELOOP_MQTT_* settings.
+    """
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
-        """Parse an mqtt:// URL."""
+        """Parse an mqtt:// or mqtts:// URL (TLS options only with mqtts://)."""
         parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-            raise ValueError(f"expected mqtt://host:port, got {url!r}")
-        return cls(parsed.hostname, parsed.port or 1883, parsed.username, parsed.password)
+        if parsed.scheme not in PLAIN_SCHEMES + TLS_SCHEMES or not parsed.hostname:
+            # Never echo the URL: it may carry the password.
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got scheme {parsed.scheme!r}")
+        tls = parsed.scheme in TLS_SCHEMES
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        unknown = set(query) - set(_TLS_OPTIONS)
+        if unknown or (query and not tls):
+            raise ValueError(f"unexpected URL options {sorted(query)}: only {_TLS_OPTIONS}, and only with mqtts://")
+        if bool(query.get("certfile")) != bool(query.get("keyfile")):
+            raise ValueError("a client certificate needs both certfile and keyfile")
+        return cls(parsed.hostname, parsed.port or (8883 if tls else 1883),
+                   unquote(parsed.username) if parsed.username is not None else None,
+                   unquote(parsed.password) if parsed.password is not None else None,
+                   tls, query.get("ca_file"), query.get("certfile"), query.get("keyfile"))
+
+
+def client_url(settings: Settings) -> str:
+    """Return settings.mqtt_url with the control plane's credentials and TLS files folded in."""
+    assert settings.mqtt_url is not None
+    parsed = urlparse(settings.mqtt_url)
+    netloc = parsed.netloc.rsplit("@", 1)[-1]
+    if settings.mqtt_username:
+        userinfo = quote(settings.mqtt_username, safe="")
+        if settings.mqtt_password is not None:
+            userinfo += ":" + quote(settings.mqtt_password, safe="")
+        netloc = f"{userinfo}@{netloc}"
+    elif "@" in parsed.netloc:
+        netloc = parsed.netloc
+    options = {name: str(value) for name, value in (("ca_file", settings.mqtt_ca_file),
+                                                     ("certfile", settings.mqtt_client_cert),
+                                                     ("keyfile", settings.mqtt_client_key)) if value}
+    query = urlencode(options) if options else parsed.query
+    url = parsed._replace(netloc=netloc, query=query).geturl()
+    address = BrokerAddress.parse(url)  # refuse a bad combination at startup, not at the first reconnect
+    if address.username is None:
+        log.warning("connecting to the MQTT broker anonymously: set EDGELOOP_MQTT_USERNAME/PASSWORD "
+                    "(docs/broker-auth.md)")
+    return url
 
 
 @dataclass
@@ -80,6 +131,10 @@ class MqttConnection:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kwargs)
         if self.address.username:
             self.client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            # Verifies the broker's certificate against ca_file (or the system CAs) and its host name.
+            self.client.tls_set(ca_certs=self.address.ca_file, certfile=self.address.certfile,
+                                keyfile=self.address.keyfile)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         # Bound paho's own queue: past it, publish() fails loudly instead of eating memory during an outage.
         self.client.max_queued_messages_set(10_000)

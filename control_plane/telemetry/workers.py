@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from control_plane.drift.monitor import MonitorScheduler
+from control_plane.mqtt.connection import client_url
 from control_plane.settings import Settings
 from control_plane.telemetry.config import TelemetrySettings
 from control_plane.telemetry.consumer import TelemetryConsumer
@@ -33,7 +34,7 @@ def telemetry_workers(app: FastAPI, settings: Settings, config: TelemetrySetting
 
     consumers = []
     if settings.mqtt_url:
-        consumers = [TelemetryConsumer(database, settings.mqtt_url, config, name=f"telemetry-ingest-{i}",
+        consumers = [TelemetryConsumer(database, client_url(settings), config, name=f"telemetry-ingest-{i}",
                                        on_ingest=on_ingest) for i in range(config.consumers)]
     app.state.telemetry_consumers = consumers
     # Consumers start before and stop after the monitor workers (workers stop in reverse order).

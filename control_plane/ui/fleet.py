@@ -75,7 +75,7 @@ def rollout_action(request: Request, rollout_id: RolloutId, action: Action, view
         rollouts.resume(session, factory_for(request.app.state), rollout_id, actor, reason)
         target = rollout_id
     elif action == "abort":
-        rollouts.abort(session, rollout_id, actor, reason)
+        rollouts.abort(session, factory_for(request.app.state), rollout_id, actor, reason)
         target = rollout_id
     else:
         target = rollouts.rollback(session, factory_for(request.app.state), rollout_id, Strategy(), actor, reason).id

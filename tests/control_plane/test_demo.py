@@ -15,6 +15,7 @@ def test_demo_rolls_the_quantised_model_out_to_a_simulated_fleet(tmp_path: Path)
     data_dir = tmp_path / "demo"
     result = run_demo(Settings(data_dir=data_dir, port=free_port()), devices=3, once=True, rollout_timeout=90)
     assert result.rollout_state == "succeeded" and result.devices_activated == 3
+    assert result.broker_authenticated  # mosquitto with a password file and ACL; devices log in as themselves
     assert (data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
 
     # A second start reuses the model, re-keys the devices and rolls out again.

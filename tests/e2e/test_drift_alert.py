@@ -43,7 +43,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 @pytest.fixture
 def broker() -> Iterator[PrivateMosquitto]:
-    instance = PrivateMosquitto(persistence=False)
+    instance = PrivateMosquitto(persistence=False, anonymous=True)
     instance.start()
     yield instance
     instance.close()

@@ -67,8 +67,9 @@ def control_plane(tmp_path: Path, private_broker: PrivateMosquitto) -> Iterator[
     database_url = f"sqlite:///{tmp_path / 'cp.db'}"
     upgrade(database_url)
     port = free_port()
-    settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port, mqtt_url=private_broker.url,
-                        fleet_step_seconds=0.2, audit_checkpoint_seconds=3600)
+    # The broker requires passwords and enforces the ACL; the control plane keeps its password file current.
+    settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port, fleet_step_seconds=0.2,
+                        audit_checkpoint_seconds=3600, **private_broker.settings_overrides())
     database = Database(database_url)
     headers = {}
     with database.transaction() as session:

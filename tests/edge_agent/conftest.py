@@ -48,7 +48,7 @@ def artifact_server() -> Iterator[ArtifactServer]:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[PrivateMosquitto]:
     """A session-wide private mosquitto."""
-    instance = PrivateMosquitto(Path(tempfile.mkdtemp(prefix="edge-mosquitto-")))
+    instance = PrivateMosquitto(Path(tempfile.mkdtemp(prefix="edge-mosquitto-")), anonymous=True)
     instance.start()
     yield instance
     instance.stop()
@@ -97,7 +97,7 @@ def private_broker(
     signer: Signer, artifact_server: ArtifactServer, models: dict[str, ModelArtifact]
 ) -> Iterator[PrivateSetup]:
     """Start a private mosquitto this test may stop and restart."""
-    instance = PrivateMosquitto(Path(tempfile.mkdtemp(prefix="edge-mosquitto-")))
+    instance = PrivateMosquitto(Path(tempfile.mkdtemp(prefix="edge-mosquitto-")), anonymous=True)
     instance.start()
     observer = Observer(instance.port)
     yield PrivateSetup(instance, observer, Harness(observer, signer, artifact_server, models))

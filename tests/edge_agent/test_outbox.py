@@ -143,7 +143,8 @@ def test_unacked_rows_are_resent_after_restart_or_reset(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    broker = PrivateMosquitto()  # under /tmp: mosquitto drops to its own user, which cannot enter tmp_path
+    # Under /tmp: mosquitto drops to its own user, which cannot enter tmp_path.
+    broker = PrivateMosquitto(anonymous=True)
     broker.start()
     yield broker
     broker.stop()

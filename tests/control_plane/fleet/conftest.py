@@ -95,7 +95,7 @@ def provision(client: TestClient, headers: dict[str, str], device_id: str, **bod
 
 @pytest.fixture
 def private_broker() -> Iterator[PrivateMosquitto]:
-    """A private mosquitto for one test."""
+    """A private mosquitto for one test: password file and generated ACL, as the demo runs it."""
     broker = PrivateMosquitto()
     broker.start()
     yield broker

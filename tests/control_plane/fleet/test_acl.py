@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -12,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from control_plane.fleet.acl import CONTROL_PLANE_USER, mosquitto_acl
+from control_plane.fleet.acl import CONTROL_PLANE_USER
 from control_plane.mqtt.broker import PrivateMosquitto
 from tests.control_plane.fleet.conftest import wait_for
 
@@ -58,15 +57,10 @@ class Client:
 @pytest.fixture
 def acl_broker() -> Any:
     """A mosquitto that requires passwords and enforces the generated ACL."""
-    broker = PrivateMosquitto(anonymous=False)
-    passwords = broker.workdir / "passwords"
-    for index, (user, password) in enumerate(USERS.items()):
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if index == 0 else []), str(passwords), user, password],
-                       check=True)
-    passwords.chmod(0o644)
-    (broker.workdir / "edgeloop.acl").write_text(mosquitto_acl(["dev-1", "dev-2"]))
-    with broker.config_path.open("a") as conf:
-        conf.write(f"password_file {passwords}\nacl_file {broker.workdir / 'edgeloop.acl'}\n")
+    broker = PrivateMosquitto()  # password file + generated ACL by default
+    for user, password in USERS.items():
+        broker.add_user(user, password)
+    assert "pattern write edgeloop/devices/%u/status" in (broker.workdir / "edgeloop.acl").read_text()
     broker.start()
     yield broker
     broker.close()

@@ -29,15 +29,16 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.parametrize("db_url", ["sqlite"], in
 class FakeDevices:
     """A plain paho client speaking for several devices: collects manifests, publishes status/presence."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, broker: PrivateMosquitto) -> None:
         self.manifests: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fake-{uuid.uuid4().hex[:6]}",
                                   protocol=mqtt.MQTTv311, clean_session=True)
+        broker.authorise(self.client, broker.control_plane_user)  # one client speaking for many devices
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, *_: c.subscribe("edgeloop/devices/+/manifest", qos=1)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, 30)
+        self.client.connect("127.0.0.1", broker.port, 30)
         self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
@@ -66,8 +67,8 @@ class FakeDevices:
 @pytest.fixture
 def bridge(client: TestClient, database: Database, private_broker: PrivateMosquitto) -> Iterator[FleetBridge]:
     """A bridge on the test database and the private broker."""
-    instance = FleetBridge(database, factory_for(client.app.state), mqtt_url=private_broker.url,  # type: ignore[attr-defined]
-                           step_seconds=0.2)
+    instance = FleetBridge(database, factory_for(client.app.state), step_seconds=0.2,  # type: ignore[attr-defined]
+                           **private_broker.client_options())
     instance.start_sync()
     assert instance.connection.connected.wait(10)
     yield instance
@@ -82,7 +83,7 @@ def test_bridge_round_trip_malformed_input_and_broker_restart(
     with database.transaction() as session:
         for device_id in ("b0", "b1"):
             service.provision_device(session=session, request=DeviceCreate(id=device_id), actor="operator:test")
-    devices = FakeDevices(private_broker.port)
+    devices = FakeDevices(private_broker)
     try:
         rollout = client.post("/api/v1/fleet/deployments", headers=operator_headers, json={
             "model": "digits", "version": 1, "selector": {"device_ids": ["b0", "b1"]}}).json()
@@ -129,9 +130,9 @@ def test_bridge_round_trip_malformed_input_and_broker_restart(
 def test_two_replicas_split_the_events_and_apply_each_once(
         client: TestClient, database: Database, operator_headers: dict[str, str], fleet_models: FleetModels,
         private_broker: PrivateMosquitto, bridge: FleetBridge) -> None:
-    replica = FleetBridge(database, bridge.factory, mqtt_url=private_broker.url, step_seconds=0.2)
+    replica = FleetBridge(database, bridge.factory, step_seconds=0.2, **private_broker.client_options())
     replica.start_sync()
-    devices = FakeDevices(private_broker.port)
+    devices = FakeDevices(private_broker)
     try:
         assert replica.connection.connected.wait(10)
         register(client, operator_headers, "digits", 1, [(fleet_models.v1_int8, "int8")])

@@ -25,7 +25,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 @pytest.fixture
 def broker() -> Iterator[PrivateMosquitto]:
-    with PrivateMosquitto() as instance:
+    with PrivateMosquitto(anonymous=True) as instance:
         yield instance
 
 

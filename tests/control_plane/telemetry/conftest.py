@@ -42,7 +42,7 @@ def ingestor(dataset_id: str) -> WindowIngestor:
 @pytest.fixture(scope="session")
 def mqtt_broker() -> Iterator[PrivateMosquitto]:
     """A session-wide private mosquitto with the tuned limits."""
-    broker = PrivateMosquitto(persistence=False)
+    broker = PrivateMosquitto(persistence=False, anonymous=True)
     broker.start()
     yield broker
     broker.close()

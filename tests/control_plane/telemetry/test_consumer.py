@@ -84,7 +84,7 @@ def test_consumers_split_the_fleet_and_store_each_window_once(database: Database
 
 def test_a_durable_consumer_loses_nothing_across_a_broker_restart(database: Database, dataset_id: str,
                                                                   baseline: Baseline) -> None:
-    broker = PrivateMosquitto(persistence=True)
+    broker = PrivateMosquitto(persistence=True, anonymous=True)
     broker.start()
     config = TelemetrySettings(batch_wait_ms=20, shared_subscription=False)
     consumer = TelemetryConsumer(database, broker.url, config, name="durable")
