@@ -59,7 +59,8 @@ def served(tmp_path: Path, private_broker: PrivateMosquitto) -> Iterator[Served]
     database_url = f"sqlite:///{tmp_path / 'cp.db'}"
     upgrade(database_url)
     port = free_port()
-    settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port, mqtt_url=private_broker.url,
+    settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port,
+                        **private_broker.settings_overrides(),
                         fleet_step_seconds=0.2, audit_checkpoint_seconds=3600)
     database = Database(database_url)
     tokens = {}

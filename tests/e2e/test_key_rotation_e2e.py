@@ -46,7 +46,8 @@ def served(tmp_path: Path, private_broker: PrivateMosquitto,
     database_url = f"sqlite:///{tmp_path / 'cp.db'}"
     upgrade(database_url)
     port = free_port()
-    settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port, mqtt_url=private_broker.url,
+    settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port,
+                        **private_broker.settings_overrides(),
                         fleet_step_seconds=0.2, audit_checkpoint_seconds=3600, key_encryption_key=SecretStr(KEK))
     for key, value in {"EDGELOOP_DATA_DIR": str(tmp_path / "cli"), "EDGELOOP_DATABASE_URL": database_url,
                        "EDGELOOP_KEY_ENCRYPTION_KEY": KEK}.items():
@@ -112,6 +113,8 @@ def test_rotation_reaches_a_real_agent_and_the_old_key_is_retired(
         forged = json.dumps({"payload": base64.b64encode(payload).decode(),
                              "signature": base64.b64encode(old.sign(payload)).decode(), "key_id": old.key_id})
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"old-key-{uuid.uuid4().hex[:6]}")
+        # The broker only lets the control plane's own login write manifests: the old key's holder needs it too.
+        private_broker.authorise(client, private_broker.control_plane_user)
         client.connect("127.0.0.1", private_broker.port)
         client.loop_start()
         client.publish("edgeloop/devices/edge-rot/manifest", forged.encode(), qos=1,
