@@ -15,7 +15,8 @@ MAX_EXACT_VALUES = 5_000_000  # rows x columns of one exact comparison, both sid
 class MonitorConfig(BaseModel):
     """Thresholds of one monitor; each check raises at one level and clears at a calmer one (hysteresis)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity compare false with everything and cannot be stored as JSON: refused, never a 500.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lookback_seconds: float = Field(default=3600.0, gt=0)
     min_samples: int = Field(default=200, ge=1, description="Rows (or labelled rows) before a check is evaluated.")
@@ -179,6 +180,8 @@ class DriftReportRead(BaseModel):
     cohort: dict[str, str | None]
     overall: ReportBucket | None
     buckets: list[ReportBucket]
+    invalid_baselines: dict[str, str] = Field(
+        default_factory=dict, description="Baselines of windows in range that cannot be used, with the reason.")
 
 
 class LabelEntry(BaseModel):
