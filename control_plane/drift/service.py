@@ -269,7 +269,7 @@ def bin_rows(layout: SketchLayout, rows: np.ndarray) -> MergedSketch:
 def exact_drift(*, session: Session, request: ExactRequest) -> DriftReport:
     """Compare raw rows to raw reference rows (exact KS) or to a dataset's baseline bins."""
     config = DriftConfig(method=request.method, alpha=request.alpha, correction=request.correction,
-                         min_samples=request.min_samples)
+                         min_samples=request.min_samples, min_effect=request.min_effect)
     reference_rows = request.reference.rows or []
     width = len(request.current[0])
     if (len(reference_rows) + len(request.current)) * width > MAX_EXACT_VALUES:
