@@ -17,6 +17,7 @@ from control_plane.drift.stats import (
     category_counts,
     chi2_homogeneity_from_counts,
     jensen_shannon_from_counts,
+    ks_limit_pvalue,
     ks_pvalue,
     psi_band,
     psi_from_counts,
@@ -179,7 +180,7 @@ def assemble_report(arrays: FeatureArrays, config: DriftConfig, mode: Literal["e
         elif sufficient[i] and test == "chi2":
             raw_p[i] = arrays.chi2_p[i]
     adjusted = adjust_pvalues(raw_p, config.correction)
-    decision = adjust_pvalues(_effect_pvalues(arrays, tests, sufficient, config), config.correction)
+    decision = adjust_pvalues(_effect_pvalues(arrays, tests, sufficient, ks_p, config), config.correction)
     # The out-of-range test is a second family, corrected on its own across the features that have a range.
     ranged = sufficient & ~np.isnan(arrays.outside)
     range_raw = np.where(ranged, range_pvalue(np.nan_to_num(arrays.outside), arrays.n_ref, arrays.n_cur), np.nan)
@@ -240,14 +241,14 @@ def assemble_report(arrays: FeatureArrays, config: DriftConfig, mode: Literal["e
     )
 
 
-def _effect_pvalues(arrays: FeatureArrays, tests: list[TestName], sufficient: np.ndarray,
+def _effect_pvalues(arrays: FeatureArrays, tests: list[TestName], sufficient: np.ndarray, plain_ks: np.ndarray,
                     config: DriftConfig) -> np.ndarray:
     """Return per feature the p-value that decides: is the effect significantly above `config.min_effect`?
 
     KS: `ks_pvalue(D - min_effect)`. The observed D exceeds the true one by at most the sup of the ECDF noise,
-    whose distribution under equal distributions is the KS null, so this bounds P(D >= observed) over every
-    pair of distributions whose true D is at most the floor (a minimum-effect test; min_effect = 0 is the
-    plain KS test). Chi-squared: its p-value where the total variation reaches the floor, else 1.
+    which is the KS null for equal distributions and close to it for distributions near the floor: a
+    minimum-effect test, exact at min_effect = 0 (the plain KS test), asymptotically valid at the floor.
+    Chi-squared: its p-value where the total variation reaches the floor, else 1.
     NaN for features that are not judged by these tests.
     """
     effect_p = np.full(len(tests), np.nan)
@@ -255,9 +256,11 @@ def _effect_pvalues(arrays: FeatureArrays, tests: list[TestName], sufficient: np
     excess = np.nan_to_num(arrays.ks) - config.min_effect
     shifted = ks_rows & (excess > 0)
     effect_p[ks_rows] = 1.0
-    if shifted.any():
-        effect_p[shifted] = ks_pvalue(excess[shifted], arrays.n_ref[shifted], arrays.n_cur[shifted],
-                                      method=config.ks_method)
+    if config.min_effect <= 0:
+        effect_p[ks_rows] = plain_ks[ks_rows]
+    elif shifted.any():
+        # An asymptotic bound anyway, so the vectorised limit rather than scipy's exact O(n) routine per feature.
+        effect_p[shifted] = ks_limit_pvalue(excess[shifted], arrays.n_ref[shifted], arrays.n_cur[shifted])
     for i, test in enumerate(tests):
         if sufficient[i] and test == "chi2":
             effect_p[i] = arrays.chi2_p[i] if np.nan_to_num(arrays.tvd[i]) >= config.min_effect else 1.0

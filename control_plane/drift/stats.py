@@ -167,6 +167,20 @@ def ks_pvalue(d: np.ndarray, n_ref: np.ndarray, n_cur: np.ndarray, *, method: Ks
     return np.clip(p, 0.0, 1.0)
 
 
+def ks_limit_pvalue(d: np.ndarray, n_ref: np.ndarray, n_cur: np.ndarray) -> np.ndarray:
+    """Return `kstwobign.sf(d (sqrt(en) + 0.12 + 0.11 / sqrt(en)))`, the Stephens-corrected Kolmogorov limit.
+
+    What "auto" uses above en = 10,000, here for every size: vectorised, microseconds per feature.
+    """
+    d, n1, n2 = np.broadcast_arrays(np.asarray(d, dtype=np.float64), np.asarray(n_ref, dtype=np.float64),
+                                    np.asarray(n_cur, dtype=np.float64))
+    p = np.ones(d.shape)
+    valid = (n1 > 0) & (n2 > 0)
+    root = np.sqrt(n1[valid] * n2[valid] / (n1[valid] + n2[valid]))
+    p[valid] = stats.kstwobign.sf(d[valid] * (root + 0.12 + 0.11 / root))
+    return np.clip(p, 0.0, 1.0)
+
+
 def _exact_ks_pvalue(d: float, n1: int, n2: int, en: float) -> float:
     # scipy's exact two-sample distribution is private; fall back to its asymptotic formula if it moves.
     exact = getattr(getattr(stats, "_stats_py", None), "_attempt_exact_2kssamp", None)
