@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from control_plane.db.session import Database
 from control_plane.drift.baseline import Baseline
@@ -129,3 +129,19 @@ def test_monitor_thresholds_must_be_finite(client: TestClient, database: Databas
                             json={"model_name": MODEL, "model_version": 1})
     assert evaluated.status_code == 200, evaluated.text
     assert json.loads(evaluated.text)["evaluated"] == 0
+
+
+def test_a_baseline_that_is_not_even_json_costs_nothing_else(database: Database, baseline: Baseline,  # noqa: F811
+                                                             dataset_id: str) -> None:  # noqa: F811
+    other = make_baseline(seed=1)
+    register_baseline(database, other, name="other")
+    with database.transaction() as session:
+        if database.is_sqlite:  # SQLite keeps any text in a JSON column; PostgreSQL refuses it on write
+            session.execute(text("UPDATE datasets SET baseline = 'not json {' WHERE id = :id"), {"id": dataset_id})
+        else:
+            session.execute(update(Dataset).where(Dataset.id == dataset_id).values(baseline=["not", "an object"]))
+    ingestor = WindowIngestor(TelemetrySettings())
+    with database.transaction() as session:
+        result = ingestor.ingest(session, _windows(other, "dev-healthy", NOW - 600)
+                                 + _windows(baseline, "dev-lost", NOW - 600), now=NOW)
+    assert result.stored == 2 and dict(result.quarantined) == {"unknown_baseline": 2}
