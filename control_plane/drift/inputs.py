@@ -29,11 +29,13 @@ def check_numeric_columns(matrix: np.ndarray, columns: np.ndarray, side: str) ->
     if kind == "f":
         return
     if kind in "iu":
-        block = matrix[:, columns]
-        if block.size and (block.max() > EXACT_INTEGER_LIMIT or (kind == "i" and block.min() < -EXACT_INTEGER_LIMIT)):
-            column = int(columns[np.flatnonzero((block > EXACT_INTEGER_LIMIT).any(axis=0)
-                                                | (block < -EXACT_INTEGER_LIMIT).any(axis=0))[0]])
-            raise ValueError(f"{_column_label(side, column)}: integers beyond 2**53 cannot be compared exactly "
+        if matrix.shape[0] == 0:
+            return
+        # Column reductions, not matrix[:, columns]: that would copy the whole integer matrix.
+        too_big = (matrix.max(axis=0) > EXACT_INTEGER_LIMIT) | (matrix.min(axis=0) < -EXACT_INTEGER_LIMIT)
+        offending = [int(c) for c in columns if too_big[int(c)]]
+        if offending:
+            raise ValueError(f"{_column_label(side, offending[0])}: integers beyond 2**53 cannot be compared exactly "
                              "as float64; scale them or declare the column categorical")
         return
     if kind != "O":
