@@ -68,7 +68,8 @@ def _feature_evidence(f: FeatureDrift) -> dict[str, Any]:
     return {"feature": f.feature, "kind": f.kind, "test": f.test, "statistic": _num(f.statistic),
             "p_value": f.p_value, "p_adjusted": f.p_adjusted, "psi": _num(f.psi), "band": f.band.value,
             "ks": f.ks, "chi2": _num(f.chi2), "chi2_dof": f.chi2_dof, "n_reference": f.n_reference,
-            "n_current": f.n_current}
+            "n_current": f.n_current, "p_effect_adjusted": f.p_effect_adjusted, "tvd": f.tvd,
+            "out_of_range": f.out_of_range, "range_drifted": f.range_drifted}
 
 
 def _num(value: float | None) -> float | None:
