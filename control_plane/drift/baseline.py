@@ -13,13 +13,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from control_plane.drift.baseline_schema import BaselineError, BaselineFieldError, check_baseline_document
+
 BASELINE_SCHEMA = "edgeloop.baseline/v1"
 FINE_PERCENTILES = tuple(range(1, 100))  # 99 interior edges at the 1st..99th percentiles
 COARSE_PERCENTILES = tuple(range(10, 100, 10))  # PSI deciles, a subset of the fine grid by construction
-
-
-class BaselineError(ValueError):
-    """Raise when reference data or a baseline document cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -228,30 +226,25 @@ def build_baseline(
 
 
 def baseline_from_dict(document: Mapping[str, Any]) -> Baseline:
-    """Parse and check a baseline document; the stored id must match the content."""
-    try:
-        if document.get("schema") != BASELINE_SCHEMA:
-            raise BaselineError(f"unknown baseline schema {document.get('schema')!r}")
-        numeric = [NumericBaseline(**f) for f in document["numeric"]]
-        cats = [CategoricalBaseline(**f) for f in document["categorical"]]
-        output = OutputBaseline(**document["output"]) if document.get("output") else None
-        baseline = Baseline(
-            numeric=numeric,
-            categorical=cats,
-            output=output,
-            n_reference=int(document["n_reference"]),
-            n_features=int(document["n_features"]),
-            baseline_id=str(document.get("baseline_id", "")),
-        )
-    except (KeyError, TypeError) as exc:
-        raise BaselineError(f"malformed baseline: {exc}") from exc
-    for feature in numeric:
-        edges = np.asarray(feature.edges)
-        if len(feature.counts) != edges.size + 1 or np.any(np.diff(edges) <= 0):
-            raise BaselineError(f"feature {feature.name!r}: edges must increase and match counts")
+    """Parse a baseline document after the strict schema check; the stored id must match the content.
+
+    Raise BaselineFieldError (naming the field) for a document that breaks the schema.
+    """
+    if not isinstance(document, Mapping) or document.get("schema") != BASELINE_SCHEMA:
+        schema = document.get("schema") if isinstance(document, Mapping) else None
+        raise BaselineFieldError("schema", f"unknown baseline schema {str(schema)[:100]!r}")
+    check_baseline_document(document)
+    baseline = Baseline(
+        numeric=[NumericBaseline(**f) for f in document["numeric"]],
+        categorical=[CategoricalBaseline(**f) for f in document["categorical"]],
+        output=OutputBaseline(**document["output"]) if document.get("output") else None,
+        n_reference=document["n_reference"],
+        n_features=document["n_features"],
+        baseline_id=document.get("baseline_id", ""),
+    )
     expected = compute_baseline_id(baseline.to_dict())
     if baseline.baseline_id and baseline.baseline_id != expected:
-        raise BaselineError("baseline_id does not match the content")
+        raise BaselineFieldError("baseline_id", "does not match the content")
     return baseline if baseline.baseline_id else _with_id(baseline, expected)
 
 

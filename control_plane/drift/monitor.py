@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -67,7 +68,8 @@ def _feature_evidence(f: FeatureDrift) -> dict[str, Any]:
     return {"feature": f.feature, "kind": f.kind, "test": f.test, "statistic": _num(f.statistic),
             "p_value": f.p_value, "p_adjusted": f.p_adjusted, "psi": _num(f.psi), "band": f.band.value,
             "ks": f.ks, "chi2": _num(f.chi2), "chi2_dof": f.chi2_dof, "n_reference": f.n_reference,
-            "n_current": f.n_current}
+            "n_current": f.n_current, "p_effect_adjusted": f.p_effect_adjusted, "tvd": f.tvd,
+            "out_of_range": f.out_of_range, "range_drifted": f.range_drifted}
 
 
 def _num(value: float | None) -> float | None:
@@ -193,8 +195,12 @@ def targets(session: Session, since: float, only: Iterable[tuple[str, int]] | No
         if not matching:
             result.append(MonitorTarget(name, version, None, None, MonitorConfig()))
         for monitor in matching:
-            result.append(MonitorTarget(name, version, monitor.deployment_id, monitor.id,
-                                        MonitorConfig.model_validate(monitor.config)))
+            try:
+                config = MonitorConfig.model_validate(monitor.config)
+            except ValidationError as exc:  # a row stored before the config was checked: skip it, not the pass
+                log.warning("monitor %s has an invalid config, skipped: %s", monitor.id, str(exc)[:300])
+                continue
+            result.append(MonitorTarget(name, version, monitor.deployment_id, monitor.id, config))
     return result
 
 

@@ -5,17 +5,34 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, model_validator
 
 from control_plane.drift.selection import Correction, Method
 
 MAX_EXACT_VALUES = 5_000_000  # rows x columns of one exact comparison, both sides together
+EXACT_INTEGER_LIMIT = 2**53  # every integer up to here has its own float64; larger ones would merge silently
+
+# A JSON number or null (missing): strict, so true/false and numeric strings are refused, not coerced to 1.0.
+Value = Annotated[float, Strict()] | None
+Rows = list[list[Value]]
+
+
+def _refuse_inexact_integers(rows: Any, name: str) -> None:
+    if not isinstance(rows, list):
+        return
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            continue
+        for j, value in enumerate(row):
+            if type(value) is int and not -EXACT_INTEGER_LIMIT <= value <= EXACT_INTEGER_LIMIT:
+                raise ValueError(f"{name}[{i}][{j}]: integer beyond 2**53 cannot be compared exactly as a float64")
 
 
 class MonitorConfig(BaseModel):
     """Thresholds of one monitor; each check raises at one level and clears at a calmer one (hysteresis)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity compare false with everything and cannot be stored as JSON: refused, never a 500.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lookback_seconds: float = Field(default=3600.0, gt=0)
     min_samples: int = Field(default=200, ge=1, description="Rows (or labelled rows) before a check is evaluated.")
@@ -115,7 +132,14 @@ class ExactReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: str | None = None
-    rows: list[list[float | None]] | None = None
+    rows: Rows | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact_integers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _refuse_inexact_integers(data.get("rows"), "rows")
+        return data
 
     @model_validator(mode="after")
     def _one(self) -> ExactReference:
@@ -130,13 +154,22 @@ class ExactRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference: ExactReference
-    current: Annotated[list[list[float | None]], Field(min_length=1)]
+    current: Annotated[Rows, Field(min_length=1)]
     feature_names: list[str] | None = None
-    categorical: list[int] = Field(default_factory=list)
+    categorical: list[StrictInt] = Field(default_factory=list)
     method: Method = "auto"
     alpha: float = Field(default=0.05, gt=0, lt=1)
     correction: Correction = "bh"
     min_samples: int = Field(default=30, ge=1)
+    min_effect: float = Field(default=0.025, ge=0, le=1, description="KS D / total variation a change must "
+                              "significantly exceed (docs/drift.md, Decision rule); 0 gives the plain tests.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact_integers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _refuse_inexact_integers(data.get("current"), "current")
+        return data
 
 
 class FeatureBucket(BaseModel):
@@ -179,6 +212,8 @@ class DriftReportRead(BaseModel):
     cohort: dict[str, str | None]
     overall: ReportBucket | None
     buckets: list[ReportBucket]
+    invalid_baselines: dict[str, str] = Field(
+        default_factory=dict, description="Baselines of windows in range that cannot be used, with the reason.")
 
 
 class LabelEntry(BaseModel):

@@ -193,12 +193,19 @@ def drift_report(*, session: Session, baselines: BaselineCache, scope: WindowSco
     report = DriftReportRead(model_name=scope.model_name, model_version=scope.model_version, since=scope.since,
                              until=scope.until, bucket_seconds=bucket_seconds, cohort=cohort, baseline_id=None,
                              overall=None, buckets=[])
-    if not by_baseline:
+    usable: dict[str, tuple[SketchLayout, list[StoredWindow]]] = {}
+    unusable: dict[str, str] = {}
+    for baseline_id, members in by_baseline.items():
+        layout = baselines.get(session, baseline_id)
+        if layout is None:
+            # A stored baseline that fails the schema is reported, never a 500; the others still count.
+            unusable[baseline_id] = baselines.invalid_reason(baseline_id) or "not registered"
+        else:
+            usable[baseline_id] = (layout, members)
+    report = report.model_copy(update={"invalid_baselines": unusable})
+    if not usable:
         return report
-    baseline_id, chosen = max(by_baseline.items(), key=lambda item: len(item[1]))
-    layout = baselines.get(session, baseline_id)
-    if layout is None:
-        raise NotFound(f"baseline {baseline_id!r} of these windows is no longer registered")
+    baseline_id, (layout, chosen) = max(usable.items(), key=lambda item: len(item[1][1]))
     buckets = []
     by_bucket = group_by(chosen, lambda w: int((w.window_start - scope.since) // bucket_seconds))
     for index, members in sorted(by_bucket.items()):
@@ -265,7 +272,7 @@ def bin_rows(layout: SketchLayout, rows: np.ndarray) -> MergedSketch:
 def exact_drift(*, session: Session, request: ExactRequest) -> DriftReport:
     """Compare raw rows to raw reference rows (exact KS) or to a dataset's baseline bins."""
     config = DriftConfig(method=request.method, alpha=request.alpha, correction=request.correction,
-                         min_samples=request.min_samples)
+                         min_samples=request.min_samples, min_effect=request.min_effect)
     reference_rows = request.reference.rows or []
     width = len(request.current[0])
     if (len(reference_rows) + len(request.current)) * width > MAX_EXACT_VALUES:

@@ -297,6 +297,8 @@ def detect_drift_sketch(
         rows = np.arange(n_num)
         arrays.n_ref[rows], arrays.n_cur[rows] = ref_fine.sum(axis=1), cur_fine.sum(axis=1)
         arrays.ks[rows], arrays.ks_upper[rows] = ks_from_counts(ref_fine, cur_fine)
+        # Devices count values strictly outside the reference [min, max]: the bins cannot see them move.
+        arrays.outside[rows] = sketch.counts("below_min") + sketch.counts("above_max")
         counts_into_arrays(arrays, rows, ref_coarse, cur_coarse)
         if config.method == "wasserstein":
             arrays.wasserstein[rows] = _binned_wasserstein(baseline, ref_fine, cur_fine)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session, contains_eager
@@ -11,7 +11,8 @@ from control_plane.audit import service as audit
 from control_plane.auth.roles import Scope
 from control_plane.auth.schemas import Principal
 from control_plane.db.base import utcnow
-from control_plane.errors import Conflict, Forbidden, NotFound
+from control_plane.drift.baseline import BaselineError, baseline_from_dict
+from control_plane.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
 from control_plane.registry.models import (
@@ -79,13 +80,25 @@ def create_dataset(*, session: Session, request: DatasetCreate, actor: str) -> D
         raise Conflict(f"dataset {request.name!r} version {request.version!r} already exists", id=duplicate)
     dataset = Dataset(
         name=request.name, version=request.version, fingerprint=request.fingerprint,
-        description=request.description, schema_=request.schema_, baseline=request.baseline, created_by=actor,
+        description=request.description, schema_=request.schema_, baseline=checked_baseline(request.baseline),
+        created_by=actor,
     )
     session.add(dataset)
     session.flush()
     audit.record(session, actor=actor, action="dataset.create", resource=("dataset", dataset.id),
                  data={"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint})
     return dataset
+
+
+def checked_baseline(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the baseline document with its content id after the strict schema check, or raise Invalid."""
+    if document is None:
+        return None
+    try:
+        return baseline_from_dict(document).to_dict()
+    except BaselineError as exc:
+        field = f"baseline.{getattr(exc, 'field', '')}".rstrip(".")
+        raise Invalid(f"baseline is invalid: {exc}", field=field) from exc
 
 
 def get_dataset(*, session: Session, dataset_id: str) -> Dataset:

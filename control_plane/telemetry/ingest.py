@@ -129,6 +129,9 @@ class WindowIngestor:
             raise Rejected("device_mismatch", f"message for {_clip(ids[0])} sent as {message.device_hint!r}", *ids)
         layout = self.baselines.get(session, str(document.get("baseline_id")))
         if layout is None:
+            invalid = self.baselines.invalid_reason(str(document.get("baseline_id")))
+            if invalid is not None:
+                raise Rejected("baseline_invalid", f"the registered baseline is invalid: {invalid}"[:500], *ids)
             raise Rejected("unknown_baseline", f"baseline {_clip(document.get('baseline_id'))} is not registered", *ids)
         return document, layout
 

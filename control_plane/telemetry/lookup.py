@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from control_plane.drift.baseline import BaselineError, baseline_from_dict
+from control_plane.drift.baseline import baseline_from_dict
 from control_plane.drift.sketch import SketchLayout
 from control_plane.registry.models import Dataset
 
@@ -18,12 +19,18 @@ log = logging.getLogger(__name__)
 
 
 class BaselineCache:
-    """Map baseline_id -> SketchLayout for every dataset that carries a baseline; reload on a miss, throttled."""
+    """Map baseline_id -> SketchLayout for every dataset that carries a baseline; reload on a miss, throttled.
+
+    A stored baseline that fails the strict schema (or anything else while loading it) is marked invalid with
+    its reason instead of raising: the ingest quarantines its windows as `baseline_invalid`, reports say so, and
+    every other baseline keeps working.
+    """
 
     def __init__(self, min_reload_seconds: float = 2.0) -> None:
         self.min_reload_seconds = min_reload_seconds
         self._layouts: dict[str, SketchLayout] = {}
         self._datasets: dict[str, str] = {}
+        self._invalid: dict[str, str] = {}
         self._loaded_at = float("-inf")
 
     def get(self, session: Session, baseline_id: str) -> SketchLayout | None:
@@ -38,25 +45,48 @@ class BaselineCache:
         """Return the dataset that registered `baseline_id`, if loaded."""
         return self._datasets.get(baseline_id)
 
+    def invalid_reason(self, baseline_id: str) -> str | None:
+        """Return why the stored baseline `baseline_id` is unusable, or None if it is valid or unknown."""
+        return self._invalid.get(baseline_id)
+
     def reload(self, session: Session) -> None:
-        """Parse every stored baseline; a broken one is logged and skipped."""
+        """Parse every stored baseline; a broken one is marked invalid, logged and skipped."""
         layouts: dict[str, SketchLayout] = {}
         datasets: dict[str, str] = {}
-        for dataset_id, document in session.execute(
-            select(Dataset.id, Dataset.baseline).where(Dataset.baseline.is_not(None))
-        ):
+        invalid: dict[str, str] = {}
+        for dataset_id, document in self._stored(session):
             baseline_id = document.get("baseline_id") if isinstance(document, dict) else None
-            if not baseline_id:
+            if not isinstance(baseline_id, str) or not baseline_id:
                 continue
-            existing = self._layouts.get(baseline_id)
             try:
-                layouts[baseline_id] = existing or SketchLayout.from_baseline(baseline_from_dict(document))
-            except BaselineError as exc:
-                log.warning("dataset %s has an unusable baseline: %s", dataset_id, exc)
+                layouts[baseline_id] = self._layouts.get(baseline_id) or SketchLayout.from_baseline(
+                    baseline_from_dict(document))
+            except Exception as exc:  # any error: one stored baseline must never cost the others
+                log.warning("dataset %s has an invalid baseline %s: %s", dataset_id, baseline_id[:64], exc)
+                invalid[baseline_id] = f"dataset {dataset_id}: {str(exc)[:300]}"
                 continue
             datasets[baseline_id] = dataset_id
         self._layouts, self._datasets = layouts, datasets
+        self._invalid = {k: v for k, v in invalid.items() if k not in layouts}
         self._loaded_at = time.monotonic()
+
+    @staticmethod
+    def _stored(session: Session) -> list[tuple[str, Any]]:
+        """Return (dataset id, baseline document) pairs; a row whose JSON cannot be decoded is left out."""
+        query = select(Dataset.id, Dataset.baseline).where(Dataset.baseline.is_not(None))
+        try:
+            with session.begin_nested():
+                return [(row[0], row[1]) for row in session.execute(query)]
+        except Exception:  # e.g. a non-JSON text in SQLite's JSON column: load row by row
+            log.warning("stored baselines could not be loaded in one query; loading them one by one")
+        pairs = []
+        for dataset_id in session.scalars(select(Dataset.id).where(Dataset.baseline.is_not(None))):
+            try:
+                with session.begin_nested():
+                    pairs.append((dataset_id, session.scalar(select(Dataset.baseline).where(Dataset.id == dataset_id))))
+            except Exception as exc:  # this row only
+                log.warning("dataset %s: stored baseline is unreadable: %s", dataset_id, exc)
+        return pairs
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def test_json_round_trip_and_stable_id() -> None:
 
 def test_tampered_baseline_is_rejected() -> None:
     document = json.loads(build_baseline(_reference()).to_json())
-    document["numeric"][0]["counts"][0] += 1
+    document["numeric"][0]["counts"][0] += 1  # one row moved to another bin: still sums to n
+    document["numeric"][0]["counts"][1] -= 1
     with pytest.raises(BaselineError, match="baseline_id"):
         baseline_from_dict(document)
     document = json.loads(build_baseline(_reference()).to_json())

@@ -40,14 +40,19 @@ def test_bonferroni_correction() -> None:
         assert feature.p_value is not None and feature.p_adjusted == pytest.approx(min(1.0, feature.p_value * 4))
 
 
-def test_large_samples_decide_by_psi_band() -> None:
+def test_large_samples_use_the_same_tests_with_the_effect_floor() -> None:
     ref, cur = _data(30_000, 20_000)
     report = detect_drift(ref, cur, categorical=[3])
-    assert [f.test for f in report.features] == ["psi"] * 4
+    assert [f.test for f in report.features] == ["ks", "ks", "ks", "chi2"]  # no switch by sample size
     first = report.features[0]
-    assert first.drifted and first.statistic == first.psi and first.p_value is None
-    assert first.ks is not None and first.chi2 is not None and first.js is not None
+    assert first.drifted and first.statistic == first.ks and first.threshold == 0.025
+    assert first.p_value == pytest.approx(stats.ks_2samp(ref[:, 0], cur[:, 0], method="asymp").pvalue, abs=1e-12)
+    assert first.psi > 0.1 and first.chi2 is not None and first.js is not None
     assert not any(f.drifted for f in report.features[1:])
+    category = report.features[3]
+    p = np.bincount(ref[:, 3].astype(int)) / 30_000
+    q = np.bincount(cur[:, 3].astype(int)) / 20_000
+    assert category.statistic == category.tvd == pytest.approx(np.abs(p - q).sum() / 2, abs=1e-12)
 
 
 def test_too_few_samples_are_not_judged() -> None:
