@@ -144,19 +144,24 @@ class ControlPlaneClient:
                           timeout_seconds: float = 60.0) -> ProposalRead:
         """Block until the proposal reaches one of ``states``, woken by the change stream rather than polling."""
         wanted = frozenset(states)
-        head = self.head()
+        cursor = self.head()
         current = self.get_proposal(proposal_id)
-        if current.state in wanted:
-            return current
         deadline = time.monotonic() + timeout_seconds
-        for event in self.events(after=head, resource_types=["proposal"], read_timeout=timeout_seconds):
-            if event.resource_id == proposal_id:
-                current = self.get_proposal(proposal_id)
-                if current.state in wanted:
-                    return current
-            if time.monotonic() > deadline:
-                break
-        raise TimeoutError(f"proposal {proposal_id} is still {current.state} after {timeout_seconds}s")
+        while current.state not in wanted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"proposal {proposal_id} is still {current.state} after {timeout_seconds}s")
+            try:
+                # A short read timeout bounds the wait even when the stream only carries keep-alive pings.
+                for event in self.events(after=cursor, resource_types=["proposal"],
+                                         read_timeout=min(remaining, 5.0)):
+                    cursor = event.seq
+                    if event.resource_id == proposal_id:
+                        break
+            except httpx.ReadTimeout:
+                pass
+            current = self.get_proposal(proposal_id)
+        return current
 
     # ------------------------------------------------------------ events
 

@@ -235,6 +235,7 @@ def post_entry(*, session: Session, incident_id: str, post: TimelinePost, actor:
         refs = [(f"hypotheses[{h}].evidence[{i}]", ref) for h, hypothesis in enumerate(post.hypotheses)
                 for i, ref in enumerate(hypothesis.evidence)]
     evidence.check_refs(session, refs)
+    _link_evidence(session, incident.id, [ref for _, ref in refs])
     body = post.model_dump(mode="json", exclude={"kind", "agent_run_id"})
     entry = add_entry(session, incident.id, TimelineKind(post.kind), actor, body, post.agent_run_id)
     if post.agent_run_id:
@@ -244,6 +245,22 @@ def post_entry(*, session: Session, incident_id: str, post: TimelinePost, actor:
                  data={"entry_id": entry.id, "agent_run_id": post.agent_run_id})
     incident.updated_at = utcnow()
     return entry
+
+
+_LINKED_EVIDENCE = {"model_version": NodeKind.MODEL_VERSION, "deployment": NodeKind.DEPLOYMENT,
+                    "rollout": NodeKind.ROLLOUT, "prompt_version": NodeKind.PROMPT_VERSION,
+                    "eval_run": NodeKind.EVAL_RUN}
+
+
+def _link_evidence(session: Session, incident_id: str, refs: list[Any]) -> None:
+    """Link the model versions, deployments, rollouts, prompt versions and eval runs an entry cites."""
+    for ref in refs:
+        kind = _LINKED_EVIDENCE.get(ref.kind)
+        if kind is None:
+            continue
+        node_id = evidence.prompt_version_id(session, ref.id) if ref.kind == "prompt_version" else ref.id
+        if node_id:
+            lineage.link(session, (kind, node_id), (NodeKind.INCIDENT, incident_id), "evidence_for")
 
 
 def list_timeline(*, session: Session, incident_id: str, after_id: int = 0, limit: int = 500

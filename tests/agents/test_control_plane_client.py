@@ -55,6 +55,8 @@ def test_client_round_trip(served: Served, database: Database) -> None:
         with pytest.raises(ControlPlaneError) as forbidden:
             agent.approve(proposal.id, "mine")
         assert forbidden.value.status_code == 403
+        with pytest.raises(TimeoutError):  # nothing happens to it: the wait ends, keep-alive pings or not
+            agent.wait_for_proposal(proposal.id, timeout_seconds=1)
         approver.approve(proposal.id, "fine")
         done = agent.wait_for_proposal(proposal.id, timeout_seconds=30)
         assert done.state == ProposalState.EXECUTED and done.result and "retrain_request_id" in done.result

@@ -64,3 +64,28 @@ def test_bad_last_event_id(served: Served, make_headers: TokenFactory) -> None:
     assert served.http.get(url, params={"action": "Bad Filter"}, headers=viewer).status_code == 422
     assert served.http.get(url).status_code == 401
     assert served.http.get(url, headers=make_headers("device", device_id="d1")).status_code == 403
+
+
+def test_many_streams_opening_at_once_all_start(served: Served, make_headers: TokenFactory) -> None:
+    """More simultaneous starts than the read pool has connections (15): none may wait on another's connection."""
+    import asyncio
+
+    import httpx
+    from httpx_sse import aconnect_sse
+
+    viewer, operator = make_headers("viewer"), make_headers("operator")
+    model_changes(served, operator, ["seed"])
+
+    async def first_event(client: httpx.AsyncClient) -> str:
+        async with aconnect_sse(client, "GET", f"{served.url}/api/v1/events", headers=viewer,
+                                params={"after": "0", "resource_type": "model"}) as source:
+            async for message in source.aiter_sse():
+                return str(message.json()["data"]["name"])
+        return ""
+
+    async def open_all() -> list[str]:
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(20.0), limits=limits) as client:
+            return await asyncio.gather(*(first_event(client) for _ in range(40)))
+
+    assert asyncio.run(open_all()) == ["seed"] * 40

@@ -136,7 +136,10 @@ def test_timeline_entries_are_typed_and_evidence_must_exist(client: TestClient, 
         model = RegisteredModel(name="m", created_by="test")
         session.add(model)
         session.flush()
-        session.add(ModelVersion(model_id=model.id, version=1, created_by="test"))
+        version = ModelVersion(model_id=model.id, version=1, created_by="test")
+        session.add(version)
+        session.flush()
+        version_id = version.id
     agent, viewer = make_headers("agent"), make_headers("viewer")
     incident_id = incidents(client, viewer)[0]["id"]
     url = f"/api/v1/incidents/{incident_id}/timeline"
@@ -146,8 +149,13 @@ def test_timeline_entries_are_typed_and_evidence_must_exist(client: TestClient, 
     assert posted.json()["author"] == "agent:test-agent" and posted.json()["kind"] == "rca_report"
     triage = client.post(url, headers=agent, json={"kind": "triage_note", "summary": "looks like drift",
                                                     "assessed_severity": "critical",
-                                                    "evidence": [{"kind": "alert", "id": alert_id}]})
+                                                    "evidence": [{"kind": "alert", "id": alert_id},
+                                                                 {"kind": "model_version", "id": version_id}]})
     assert triage.status_code == 201, triage.text
+    with database.transaction(write=False) as session:
+        cited = session.scalar(select(LineageEdge).where(LineageEdge.src_id == version_id,
+                                                         LineageEdge.relation == "evidence_for"))
+        assert cited is not None and cited.dst_id == incident_id
     comment = client.post(url, json={"kind": "comment", "text": "on it"}, headers=make_headers("operator"))
     assert comment.status_code == 201
 
