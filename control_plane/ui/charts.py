@@ -179,3 +179,27 @@ def lineage_drawing(graph: LineageGraph) -> GraphDrawing:
     width = 20 + len(columns) * (NODE_W + GAP_X)
     height = 20 + tallest * (NODE_H + GAP_Y)
     return GraphDrawing(width, height, nodes, edges, NODE_W, NODE_H)
+
+
+def psi_bars(report: DriftReportRead, top: int = 8, width: float = 460) -> Chart | None:
+    """Return horizontal PSI bars of the most drifted features with the 0.10 / 0.25 bands as guide lines."""
+    if report.overall is None or not report.overall.features:
+        return None
+    worst = sorted(report.overall.features, key=lambda f: -f.psi)[:top]
+    scale_max = max(0.5, max(f.psi for f in worst))
+    plot_w, row_h, left = width - LABEL_W - 20, 18.0, LABEL_W
+    cells, labels = [], []
+    for row, feature in enumerate(worst):
+        y = 8 + row * row_h
+        bar = plot_w * min(feature.psi, scale_max) / scale_max
+        p = "n/a" if feature.p_adjusted is None else f"{feature.p_adjusted:.3g}"
+        cells.append(Cell(left, y, max(bar, 1.0), row_h - 4, psi_colour(feature.psi),
+                          f"{feature.feature}: PSI {feature.psi:.3f} ({feature.band}), p_adj {p}"))
+        labels.append(TextMark(left - 6, y + row_h * 0.6, feature.feature, "end"))
+        labels.append(TextMark(left + bar + 4, y + row_h * 0.6, f"{feature.psi:.2f}"))
+    height = 16 + len(worst) * row_h
+    lines = [(left + plot_w * band / scale_max, 4.0, left + plot_w * band / scale_max, height - 4, "band")
+             for band in (PSI_MODERATE, PSI_MAJOR)]
+    scope = ", ".join(f"{k}={v}" for k, v in report.cohort.items() if v) or "all devices"
+    return Chart(width, height, cells, labels, lines, f"PSI of the most drifted features of {report.model_name} "
+                 f"v{report.model_version} ({scope}, last 24 h); guide lines at {PSI_MODERATE} and {PSI_MAJOR}")

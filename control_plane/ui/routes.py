@@ -15,6 +15,7 @@ from control_plane.deps import SessionDep, get_database
 from control_plane.errors import MAX_DB_INT, Unauthenticated
 from control_plane.registry import service as registry
 from control_plane.settings import Settings
+from control_plane.ui.approvals import router as approvals_router
 from control_plane.ui.auth import CheckedForm, CurrentViewer, get_codec
 from control_plane.ui.drift import router as drift_router
 from control_plane.ui.fleet import router as fleet_router
@@ -35,8 +36,8 @@ def _safe_next(target: str | None) -> str:
 
 @router.get("/")
 def home(viewer: CurrentViewer) -> Response:
-    """Send a signed-in user to the fleet overview."""
-    return redirect("/ui/fleet")
+    """Send a signed-in user to the approval queue, the heart of the UI."""
+    return redirect("/ui/approvals")
 
 
 @router.get("/login")
@@ -121,6 +122,7 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
     app.state.html_error_renderer = render_error
     app.mount("/ui/static", StaticFiles(directory=UI_DIR / "static"), name="ui-static")
     app.include_router(router)
+    app.include_router(approvals_router)
     app.include_router(fleet_router)
     app.include_router(drift_router)
     app.include_router(prompts_router)

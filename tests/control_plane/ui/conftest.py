@@ -106,8 +106,12 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context and page that fails the test on any script dialog or CSP violation."""
+def page(browser: Browser, live_server: str) -> Iterator[Page]:
+    """A fresh browser context and page that fails the test on any script dialog, CSP violation or console error.
+
+    It depends on the live server so that it closes first: a page left open on an event stream while the server
+    stops would log the broken stream as a console error.
+    """
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     opened = context.new_page()
     problems: list[str] = []
