@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from evals.scorers.text import STOPWORDS, token_key
 
 HALLUCINATION_KINDS = ("entity_swap", "number_change", "date_change", "option_swap", "negation", "yes_no_flip")
-FAITHFUL_KINDS = ("it_is", "correct_answer", "restatement", "synonyms", "contraction", "reorder")
+FAITHFUL_KINDS = ("it_is", "correct_answer", "question_echo", "restatement", "synonyms", "contraction", "reorder")
 
 _NAME = re.compile(r"\b[A-Z](?:\.|[\w'\u2019&-]*)(?: +(?:(?:of|the|de|von|van) +)?[A-Z](?:\.|[\w'\u2019&-]*))*")
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
@@ -246,6 +246,7 @@ def perturb(answer: str, context: str, question: str = "", seed: int = 0) -> lis
         ("yes_no_flip", yes_no_flip(answer), 1),
         ("it_is", f"It is {_bare(answer)}." if short else None, 0),
         ("correct_answer", f"The correct answer is {_bare(answer)}." if short else None, 0),
+        ("question_echo", f"{question.strip()} {_bare(answer)}." if short else None, 0),
         ("restatement", restatement(answer, short, rng), 0),
         ("synonyms", synonyms(answer, rng), 0),
         ("contraction", contraction(answer), 0),
