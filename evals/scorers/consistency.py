@@ -232,6 +232,9 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
             best, best_cover = index, cover
     window_keys, window_negations = passage.windows[best] if best >= 0 else (set(), 0)
     claim_words = words(claim)
+    # A leading "yes"/"no" answers the question (its polarity is a feature of its own); it negates nothing.
+    if claim_words and claim_words[0].lower in ("yes", "no"):
+        claim_words = claim_words[1:]
     claim_negations = _negations(claim_words)
     outside = [w for w in present if w.key not in window_keys and w.key not in passage.question_keys]
     answer_keys = {w.key for w in content}

@@ -6,14 +6,20 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from control_plane.auth.roles import Role
+from control_plane.db.session import Database
+from control_plane.evals import datasets
 from control_plane.evals.llm import JUDGE_SYSTEM
+from control_plane.evals.schemas import DatasetVersionCreate, EvalSample
 from control_plane.main import create_app
+from control_plane.prompts import service
+from control_plane.prompts.sync import sync_directory
 from control_plane.settings import Settings
 from tests.conftest import TokenFactory
 
@@ -153,3 +159,25 @@ def test_a_gate_without_a_pinned_dataset_blocks(client: TestClient, make_headers
     assert refused.status_code == 409 and "pins no eval dataset version" in refused.json()["error"]["message"]
     missing = client.put(f"{API}/prompts/free/gate", json={"dataset": "nothing"}, headers=approver)
     assert missing.status_code == 422 and "a gate pins an existing dataset version" in missing.text
+
+
+def test_a_prompt_file_cannot_move_the_pinned_dataset(database: Database, tmp_path: Path) -> None:
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    gated = '+++\nkind = "text"\n[gate]\ndataset = "{}"\nminimums = {{ faithfulness = {} }}\n+++\nHi {{{{ q }}}}.\n'
+    with database.transaction() as session:
+        for name in ("golden", "other"):
+            datasets.create_version(session=session, name=name, actor="t",
+                                    request=DatasetVersionCreate(samples=[EvalSample(**QUESTION)]))
+        (folder / "hi.md").write_text(gated.format("golden", 0.8))
+        assert sync_directory(session=session, directory=folder).created == ["hi"]
+        assert service.get_prompt(session=session, name="hi").gate["dataset"] == "golden@1"
+        # Thresholds may change from the file; the pin stays, and moving it is refused for that file.
+        (folder / "hi.md").write_text(gated.format("golden", 0.9))
+        assert not sync_directory(session=session, directory=folder).errors
+        gate = service.get_prompt(session=session, name="hi").gate
+        assert gate["dataset"] == "golden@1" and gate["minimums"] == {"faithfulness": 0.9}
+        (folder / "hi.md").write_text(gated.format("other", 0.9))
+        errors = sync_directory(session=session, directory=folder).errors
+        assert "only an approver may" in errors["prompts/hi.md"]
+        assert service.get_prompt(session=session, name="hi").gate["dataset"] == "golden@1"
