@@ -31,6 +31,8 @@ _NEGATIONS = _words("not no never none nothing nobody neither nor cannot without
 _FRAMING = _words("answer answers correct right true question text passage according believe think guess sure "
                   "basically short sum summary well actually indeed course would be said reply response probably "
                   "likely")
+_YES = _words("yes yeah yep correct true")
+_NO = _words("no nope not false")
 _AUX_START = re.compile(
     r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b", re.IGNORECASE)
 _OPTIONS = re.compile(r"(?:,|:|\bbetween)\s*([^,:?]+?)\s+or\s+([^?]+?)\s*\??\s*$")
@@ -49,7 +51,7 @@ FEATURE_NAMES = (
     "missing_numbers", "missing_entities", "missing_words", "missing_weighted_fraction",
     "window_coverage", "names_outside_window", "numbers_outside_window", "negation_mismatch", "claim_negated",
     "echoes_question", "question_gap", "answer_proximity", "proximity_rank",
-    "yes_no_question", "question_support",
+    "polarity", "yes_no_question", "polarity_x_question_support", "question_support",
     "option_question", "option_agreement", "has_question", "log_context_words",
     "anchor_min_name", "anchor_mean", "anchor_min", "unmatched_negations", "dropped_negations",
     "name_deficit_max", "names_displaced", "number_deficit_max", "numbers_displaced",
@@ -65,7 +67,7 @@ _SUM = frozenset({"missing_numbers", "missing_entities", "missing_words", "names
                   "numbers_displaced"})
 _MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_min"})
 # A reply's stance ("No, ...", the option it picks) is in its first sentence.
-_FIRST = frozenset({"option_agreement"})
+_FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,7 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
             best, best_cover = index, cover
     window_keys, window_negations = passage.windows[best] if best >= 0 else (set(), 0)
     claim_words = words(claim)
-    # A leading "yes"/"no" answers the question; it negates nothing in the claim.
+    # A leading "yes"/"no" answers the question (its polarity is a feature of its own); it negates nothing.
     if claim_words and claim_words[0].lower in ("yes", "no"):
         claim_words = claim_words[1:]
     claim_negations = _negations(claim_words)
@@ -371,8 +373,8 @@ def _head_features(new: list[Word], passage: Passage) -> tuple[float, float]:
 def _question_features(claim: str, new: list[Word], passage: Passage, best: int) -> dict[str, float]:
     """Return where-the-question-points features: window gap, proximity, yes/no and option agreement."""
     if not passage.question_keys:
-        return {"question_gap": 0.0, "answer_proximity": 0.0, "proximity_rank": 0.0,
-                "yes_no_question": 0.0, "question_support": 0.0,
+        return {"question_gap": 0.0, "answer_proximity": 0.0, "proximity_rank": 0.0, "polarity": 0.0,
+                "yes_no_question": 0.0, "polarity_x_question_support": 0.0, "question_support": 0.0,
                 "option_question": 0.0, "option_agreement": 0.0, "head_near_answer": 0.0, "head_deficit": 0.0}
     best_question = max(passage.window_question, default=0.0)
     gap = best_question - (passage.window_question[best] if best >= 0 else 0.0)
@@ -383,6 +385,8 @@ def _question_features(claim: str, new: list[Word], passage: Passage, best: int)
         candidates = {w.key for w in passage.tokens if w.kind == "entity" and w.key not in passage.question_keys}
         scores = [passage.proximity(k) / _PROXIMITY_CAP for k in list(candidates)[:60]]
         rank = sum(1 for s in scores if s < proximity) / max(1, len(scores))
+    first = next((w.lower for w in words(claim)), "")
+    polarity = 1.0 if first in _YES else -1.0 if first in _NO else 0.0
     head_near, head_deficit = _head_features(new, passage)
     option_question, agreement = 0.0, 0.0
     if passage.options is not None:
@@ -394,12 +398,10 @@ def _question_features(claim: str, new: list[Word], passage: Passage, best: int)
         if picked is not None and predicted is not None:
             agreement = 1.0 if picked == predicted else -1.0
     support = best_question if passage.yes_no else 0.0
-    # No yes/no polarity feature: nothing here can check a yes/no claim against the passage, and with one the
-    # trees learned a prior ("no" is more often wrong) that ranked flipped answers above the right ones.
-    return {"question_gap": gap, "answer_proximity": proximity, "proximity_rank": rank,
-            "yes_no_question": float(passage.yes_no), "question_support": support,
-            "option_question": option_question, "option_agreement": agreement, "head_near_answer": head_near,
-            "head_deficit": head_deficit}
+    return {"question_gap": gap, "answer_proximity": proximity, "proximity_rank": rank, "polarity": polarity,
+            "yes_no_question": float(passage.yes_no), "polarity_x_question_support": polarity * support,
+            "question_support": support, "option_question": option_question, "option_agreement": agreement,
+            "head_near_answer": head_near, "head_deficit": head_deficit}
 
 
 def combine(claims: list[dict[str, float]]) -> list[float]:
