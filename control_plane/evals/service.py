@@ -20,13 +20,13 @@ from control_plane.evals.schemas import EvalRunCreate, MetricDelta, RunCompariso
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
 from control_plane.prompts import service as prompts
-from control_plane.prompts.gate import DEFAULT_GATE, gate_of, thresholds_of
+from control_plane.prompts.gate import DEFAULT_GATE, OFFLINE_GENERATOR, OFFLINE_REASON, gate_of, thresholds_of
 from control_plane.prompts.models import PromptVersion
 from control_plane.rag import RagStore
 from control_plane.settings import Settings
 from evals.metrics import evaluate_thresholds
 from evals.scorers.base import Scorer
-from evals.scorers.claim_support import ClaimSupportScorer
+from evals.scorers.registry import default_scorer
 from evals.scorers.text import ScorerInputError
 
 
@@ -64,7 +64,8 @@ def _plan(request: EvalRunCreate, collection: str | None, version: PromptVersion
     if tier == "llm" and env.llm is None:
         raise Invalid("scorer_tier 'llm' needs an LLM: set EDGELOOP_LLM_BASE_URL (and EDGELOOP_LLM_MODEL)")
     client = ChatClient(env.llm) if tier == "llm" and env.llm is not None else None
-    scorer: Scorer = LLMJudgeScorer(client) if client else ClaimSupportScorer()
+    # Offline, the shipped detector (tier 2) scores when its model is present, else tier 1; run.scorer says which.
+    scorer: Scorer = LLMJudgeScorer(client) if client else default_scorer()
     store = None
     if collection is not None:
         try:
@@ -85,7 +86,7 @@ def _plan(request: EvalRunCreate, collection: str | None, version: PromptVersion
                 max_tokens=params.get("max_tokens"))
             generator_name = f"llm:{version.model_params.get('model') or env.llm.model}"  # type: ignore[union-attr]
         else:
-            generator, generator_name = extractive_answer, "offline_extractive"
+            generator, generator_name = extractive_answer, OFFLINE_GENERATOR
     plan = RunPlan(scorer=scorer, collection=collection, store=store, k=request.k,
                    retrieval_mode=request.retrieval_mode, renderer=renderer, generator=generator)
     return plan, tier, generator_name, client
@@ -128,8 +129,15 @@ def create_run(*, session: Session, request: EvalRunCreate, actor: str, env: Eva
     gate = evaluate_thresholds(metrics, thresholds["minimums"], thresholds["maximums"])
     checks = [{"metric": c.metric, "value": c.value if math.isfinite(c.value) else None, "threshold": c.threshold,
                "higher_is_better": c.higher_is_better, "passed": c.passed} for c in gate.checks]
-    config = {"k": request.k, "retrieval_mode": request.retrieval_mode, "collection": dataset_version.collection,
-              "prompt_ref": request.prompt, "dataset_ref": request.dataset}
+    # Which answers were scored says what the run judged: a gate counts only answers its prompt generated.
+    answers = {"generated": sum(1 for o in outcomes if o.generated),
+               "dataset": sum(1 for o in outcomes if not o.generated and (o.answer or o.claims))}
+    config: dict[str, Any] = {"k": request.k, "retrieval_mode": request.retrieval_mode,
+                              "collection": dataset_version.collection, "prompt_ref": request.prompt,
+                              "dataset_ref": request.dataset, "answers": answers}
+    if generator_name == OFFLINE_GENERATOR:
+        config["note"] = (f"{OFFLINE_REASON}: no LLM is configured, so answers were made by copying context "
+                          "sentences instead of running the prompt; a gate on answer metrics will not count this run")
     run = EvalRun(dataset_version_id=dataset_version.id, prompt_version_id=version.id if version else None,
                   scorer_tier=tier, scorer=plan.scorer.name, generator=generator_name, config=config,
                   metrics=metrics, thresholds=thresholds, checks=checks, passed=gate.passed,

@@ -49,19 +49,25 @@ def set_label(
                                "or give an approver override_reason", gate=decision.model_dump())
             overridden = True
     previous = pointer.version.version if pointer else None
+    # The move records what it relied on: the run and dataset version the gate judged (even when overridden).
+    evidence = {"eval_run_id": decision.eval_run_id if decision else None,
+                "dataset_version_id": decision.dataset_version_id if decision else None}
     if pointer is None:
         pointer = PromptLabel(prompt_id=prompt.id, label=label, version_id=target.id, protected=protected,
-                              updated_at=utcnow(), updated_by=principal.actor)
+                              updated_at=utcnow(), updated_by=principal.actor, **evidence)
         session.add(pointer)
     else:
         pointer.version_id = target.id
         pointer.protected = request.protected if request.protected is not None else protected
         pointer.updated_at = utcnow()
         pointer.updated_by = principal.actor
+        pointer.eval_run_id = evidence["eval_run_id"]
+        pointer.dataset_version_id = evidence["dataset_version_id"]
     session.flush()
     session.refresh(pointer)
     data = {"prompt": name, "label": label, "from_version": previous, "to_version": target.version,
-            "version_id": target.id, "protected": pointer.protected,
+            "version_id": target.id, "protected": pointer.protected, **evidence,
+            "dataset": decision.dataset if decision else None,
             "gate": decision.model_dump() if decision else None}
     if overridden:
         data["override_reason"] = request.override_reason

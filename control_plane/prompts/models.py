@@ -62,6 +62,9 @@ class PromptLabel(Base):
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(String(200))
+    # The eval run and dataset version the gate judged when the label last moved (what the move relied on).
+    eval_run_id: Mapped[str | None] = mapped_column(String(40))
+    dataset_version_id: Mapped[str | None] = mapped_column(String(40))
 
     prompt: Mapped[Prompt] = relationship(back_populates="labels")
     version: Mapped[PromptVersion] = relationship()

@@ -37,7 +37,8 @@ RefPath = Annotated[str, Path(min_length=1, max_length=100, description="version
 def label_read(pointer: PromptLabel) -> LabelRead:
     """Present a label with the version number it points at."""
     return LabelRead(label=pointer.label, version=pointer.version.version, version_id=pointer.version_id,
-                     protected=pointer.protected, updated_at=pointer.updated_at, updated_by=pointer.updated_by)
+                     protected=pointer.protected, updated_at=pointer.updated_at, updated_by=pointer.updated_by,
+                     eval_run_id=pointer.eval_run_id, dataset_version_id=pointer.dataset_version_id)
 
 
 def prompt_read(session: SessionDep, prompt: Prompt) -> PromptRead:

@@ -35,7 +35,11 @@ class StrictModel(BaseModel):
 class GateConfig(StrictModel):
     """The eval a version must pass before a protected label may point at it."""
 
-    dataset: Annotated[str | None, Field(max_length=250, description="NAME or NAME@N; any dataset if unset")] = None
+    dataset: Annotated[str | None, Field(
+        max_length=250, description="NAME or NAME@N; pinned to one version (NAME = its latest) when the gate is "
+        "written. A gate without a dataset blocks protected label moves until an approver pins one.")] = None
+    dataset_version_id: Annotated[str | None, Field(
+        max_length=40, description="Set by the server to the pinned dataset version; a value sent is ignored")] = None
     minimums: dict[str, float] = Field(default_factory=dict)
     maximums: dict[str, float] = Field(default_factory=dict)
 
@@ -99,6 +103,10 @@ class LabelRead(BaseModel):
     protected: bool
     updated_at: datetime
     updated_by: str
+    # What the last move relied on: the eval run and dataset version its gate judged (None: unprotected, or moved
+    # by an override without a run).
+    eval_run_id: str | None = None
+    dataset_version_id: str | None = None
 
 
 class PromptRead(BaseModel):
@@ -162,6 +170,8 @@ class GateDecision(BaseModel):
     eval_run_id: str | None
     reason: str
     checks: list[GateCheckRead] = Field(default_factory=list)
+    dataset: str | None = None
+    dataset_version_id: str | None = None
 
 
 class LabelMoveRead(LabelRead):

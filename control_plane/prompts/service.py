@@ -15,6 +15,7 @@ from control_plane.audit import service as audit
 from control_plane.errors import Conflict, Invalid, NotFound
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
+from control_plane.prompts.gate import pin_gate
 from control_plane.prompts.models import Prompt, PromptLabel, PromptVersion
 from control_plane.prompts.schemas import PromptCreate, PromptKind, VersionCreate
 from control_plane.prompts.templates import TemplateProblem, render, variables_of
@@ -24,7 +25,7 @@ def create_prompt(*, session: Session, request: PromptCreate, actor: str) -> Pro
     """Register a prompt name."""
     if session.scalar(select(Prompt.id).where(Prompt.name == request.name)) is not None:
         raise Conflict(f"prompt {request.name!r} already exists")
-    gate = request.gate.model_dump(exclude_none=True) if request.gate else {}
+    gate = pin_gate(session=session, gate=request.gate.model_dump(exclude_none=True)) if request.gate else {}
     prompt = Prompt(name=request.name, kind=request.kind.value, description=request.description, gate=gate,
                     created_by=actor)
     session.add(prompt)
@@ -49,9 +50,10 @@ def list_prompts(*, session: Session, limit: int = 100, offset: int = 0) -> list
 
 
 def update_gate(*, session: Session, name: str, gate: dict[str, Any], actor: str) -> Prompt:
-    """Replace the eval gate of a prompt."""
+    """Replace the eval gate of a prompt, pinning its dataset version (callers check the approver scope)."""
     prompt = get_prompt(session=session, name=name, lock=True)
     previous = prompt.gate
+    gate = pin_gate(session=session, gate=gate)
     prompt.gate = gate
     session.flush()
     audit.record(session, actor=actor, action="prompt.gate.update", resource=("prompt", prompt.id),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -45,8 +46,10 @@ def _sync_file(session: Session, path: Path, source: str, report: SyncReport, ac
     if prompt.kind != parsed.kind:
         raise PromptFileError(f"prompt {parsed.name!r} is a {prompt.kind} prompt; the file says {parsed.kind}")
     gate = parsed.gate.model_dump(exclude_none=True) if parsed.gate else {}
-    if not created and gate != prompt.gate:
-        service.update_gate(session=session, name=parsed.name, gate=gate, actor=actor)
+    if not created:
+        gate = _keep_pinned_dataset(parsed.name, prompt.gate, gate)
+        if gate != prompt.gate:
+            service.update_gate(session=session, name=parsed.name, gate=gate, actor=actor)
     version, is_new = service.create_version(session=session, name=parsed.name, request=parsed.version, actor=actor,
                                              source=source, allow_unchanged=True)
     if created:
@@ -59,6 +62,20 @@ def _sync_file(session: Session, path: Path, source: str, report: SyncReport, ac
         labels.set_label(session=session, name=parsed.name, label=INITIAL_LABEL,
                          request=LabelSet(version=version.version), principal=SYNC_PRINCIPAL,
                          bootstrap_reason="first sync of the prompt file")
+
+
+def _keep_pinned_dataset(name: str, stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """Return the file's gate with the stored dataset pin; a file may not move the pin (that is an approver's)."""
+    pinned, requested = stored.get("dataset"), wanted.get("dataset")
+    same = requested is None or requested == pinned or (
+        "@" not in str(requested) and pinned is not None and str(pinned).partition("@")[0] == requested)
+    if not same:
+        raise PromptFileError(f"prompt {name!r}: the file changes the gate's eval dataset from {pinned!r} to "
+                              f"{requested!r}; only an approver may (PUT /prompts/{name}/gate)")
+    kept = {k: v for k, v in wanted.items() if k not in ("dataset", "dataset_version_id")}
+    if pinned is not None:
+        kept.update(dataset=pinned, dataset_version_id=stored.get("dataset_version_id"))
+    return kept
 
 
 def sync_directory(*, session: Session, directory: Path, actor: str = SYNC_PRINCIPAL.actor) -> SyncReport:

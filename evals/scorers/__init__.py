@@ -4,7 +4,7 @@ from evals.scorers.base import ClaimVerdict, Scorer, ScoreResult, SupportSpan
 from evals.scorers.claim_support import ClaimSupportScorer, load_profiles
 from evals.scorers.llm_judge import JudgeConfig, JudgeError, LLMJudgeScorer
 from evals.scorers.nli import NliConfig, NliScorer, ScorerUnavailableError, load_nli_config
-from evals.scorers.registry import SCORER_NAMES, make_scorer
+from evals.scorers.registry import SCORER_NAMES, default_scorer, make_scorer
 from evals.scorers.relevancy import AnswerRelevancyScorer
 from evals.scorers.text import MAX_INPUT_CHARS, ScorerInputError
 
@@ -24,6 +24,7 @@ __all__ = [
     "ScorerInputError",
     "ScorerUnavailableError",
     "SupportSpan",
+    "default_scorer",
     "load_nli_config",
     "load_profiles",
     "make_scorer",

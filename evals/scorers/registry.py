@@ -6,11 +6,15 @@ from typing import Any
 
 from evals.scorers.base import Scorer
 
-SCORER_NAMES = ("claim_support", "nli", "llm_judge")
+SCORER_NAMES = ("detector", "claim_support", "nli", "llm_judge")
 
 
 def make_scorer(name: str, **options: Any) -> Scorer:
     """Return the named scorer; ``options`` go to its config (profile, model paths, judge endpoint)."""
+    if name == "detector":
+        from evals.scorers.detector import HallucinationDetector
+
+        return HallucinationDetector()
     if name == "claim_support":
         from evals.scorers.claim_support import ClaimSupportScorer
 
@@ -28,3 +32,17 @@ def make_scorer(name: str, **options: Any) -> Scorer:
 
         return LLMJudgeScorer(JudgeConfig(**options))
     raise ValueError(f"unknown scorer {name!r}; known: {', '.join(SCORER_NAMES)}")
+
+
+def default_scorer() -> Scorer:
+    """Return the product's offline faithfulness scorer: the shipped detector (tier 2), else tier 1.
+
+    The result's ``scorer`` field ("detector" or "claim_support") says which tier scored.
+    """
+    from evals.scorers.detector import HallucinationDetector, detector_available
+
+    if detector_available():
+        return HallucinationDetector()
+    from evals.scorers.claim_support import ClaimSupportScorer
+
+    return ClaimSupportScorer("default")

@@ -123,7 +123,7 @@ def test_result_refuses_nan() -> None:
 def test_make_scorer_by_name(tmp_path: Path) -> None:
     from evals.scorers import SCORER_NAMES, LLMJudgeScorer, ScorerUnavailableError, make_scorer
 
-    assert SCORER_NAMES == ("claim_support", "nli", "llm_judge")
+    assert SCORER_NAMES == ("detector", "claim_support", "nli", "llm_judge")
     scorer = make_scorer("claim_support", profile="qa")
     assert isinstance(scorer, ClaimSupportScorer) and scorer.profile.name == "qa"
     judge = make_scorer("llm_judge", base_url="http://127.0.0.1:9/v1", model="m", retries=0)

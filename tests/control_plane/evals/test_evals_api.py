@@ -87,10 +87,10 @@ def test_offline_runs_are_deterministic_with_claims_and_compare(client: TestClie
                                                                admin_headers: dict[str, str]) -> None:
     h = admin_headers
     _post(client, "/eval-datasets/golden/versions", {"samples": [PORT, OWNER]}, h)
-    loose = {"minimums": {"faithfulness": 0.5}, "maximums": {"hallucination_rate": 0.6}}
+    loose = {"minimums": {"faithfulness": 0.4}, "maximums": {"hallucination_rate": 0.6}}
     first = _post(client, "/eval-runs", {"dataset": "golden", "thresholds": loose}, h)
     second = _post(client, "/eval-runs", {"dataset": "golden@1", "thresholds": first["thresholds"]}, h)
-    assert first["scorer_tier"] == "offline" and first["scorer"] == "claim_support" and first["generator"] == "dataset"
+    assert first["scorer_tier"] == "offline" and first["scorer"] == "detector" and first["generator"] == "dataset"
     assert first["metrics"] == second["metrics"] and first["passed"]
     assert [s["claims"] for s in first["samples"]] == [s["claims"] for s in second["samples"]]
     port, owner = first["samples"]
@@ -136,7 +136,10 @@ def test_runs_retrieve_from_a_chromadb_collection_and_generate_offline(
     assert run["metrics"]["recall_at_k"] == 1.0 and run["metrics"]["mrr"] == 1.0
     rollback, buffer = run["samples"]
     assert rollback["contexts"][0]["source"] == "ota.md" and "edgeloop fleet rollback" in rollback["answer"]
-    assert "24 hours" in buffer["answer"] and run["metrics"]["faithfulness"] > 0.7 and run["passed"]
+    assert "24 hours" in buffer["answer"] and run["metrics"]["hallucination_rate"] == 0.0
+    # Copying context sentences is not running the prompt: the run says so, and gates will not count it.
+    assert run["config"]["note"].startswith("cannot judge a prompt offline")
+    assert run["config"]["answers"] == {"generated": 2, "dataset": 0}
     lineage = client.get(f"{API}/lineage/eval_run/{run['id']}", params={"direction": "upstream"}, headers=h).json()
     assert any(e["relation"] == "evaluated_by" for e in lineage["edges"])
     missing = _post(client, "/eval-datasets/ops2/versions", {"samples": samples, "collection": "nothing-here"}, h)

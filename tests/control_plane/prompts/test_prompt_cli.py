@@ -49,7 +49,8 @@ def test_prompt_cli_round_trip(cli: CliRunner, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "missing template variable(s): name" in _flat(missing.output)
 
     gated = cli.invoke(app, ["prompt", "label", "hello", "production", "2"])
-    assert gated.exit_code == 1 and "promotion gate failed for hello@2: no eval run" in _flat(gated.output)
+    assert gated.exit_code == 1
+    assert "promotion gate failed for hello@2: the gate of 'hello' pins no eval dataset" in _flat(gated.output)
     assert cli.invoke(app, ["prompt", "label", "hello", "production", "9"]).exit_code == 2
     forced = cli.invoke(app, ["prompt", "label", "hello", "production", "2", "--override-reason", "tested by hand"])
     assert forced.exit_code == 0 and "production → 2 (OVERRIDDEN)" in _flat(forced.output)

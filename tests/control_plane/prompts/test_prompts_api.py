@@ -83,9 +83,12 @@ def test_bad_prompt_input_is_refused_without_writes(client: TestClient, admin_he
 
 def test_labels_protection_and_eval_gate(client: TestClient, make_headers: TokenFactory) -> None:
     operator, approver = make_headers(Role.OPERATOR), make_headers(Role.APPROVER)
-    client.post(f"{API}/prompts", json={"name": "qa", "kind": "chat", "gate": {"dataset": "golden",
-                                                                              "minimums": {"faithfulness": 0.7}}},
-                headers=operator)
+    gate = {"dataset": "golden", "minimums": {"faithfulness": 0.7}}
+    nothing = client.post(f"{API}/prompts", json={"name": "qa", "kind": "chat", "gate": gate}, headers=operator)
+    assert nothing.status_code == 422 and "a gate pins an existing dataset version" in nothing.text
+    client.post(f"{API}/eval-datasets/golden/versions", json={"samples": [SUPPORTED]}, headers=operator)
+    created = client.post(f"{API}/prompts", json={"name": "qa", "kind": "chat", "gate": gate}, headers=operator)
+    assert created.json()["gate"]["dataset"] == "golden@1" and created.json()["gate"]["dataset_version_id"]
     body = {"messages": [{"role": "system", "content": "Answer from context."},
                          {"role": "user", "content": "{{ context }}\n\n{{ question }}"}]}
     good = _version(client, operator, "qa", **body)
@@ -98,21 +101,23 @@ def test_labels_protection_and_eval_gate(client: TestClient, make_headers: Token
     assert nowhere.status_code == 404 and "version 99" in nowhere.json()["error"]["message"]
     ungated = client.put(f"{API}/prompts/qa/labels/production", json={"version": 1}, headers=approver)
     assert ungated.status_code == 409
-    assert "no eval run of qa@1 on dataset 'golden'" in ungated.json()["error"]["message"]
+    assert "no eval run of qa@1 on dataset 'golden@1'" in ungated.json()["error"]["message"]
 
-    client.post(f"{API}/eval-datasets/golden/versions", json={"samples": [SUPPORTED]}, headers=operator)
-    passing = client.post(f"{API}/eval-runs", json={"dataset": "golden", "prompt": "qa@1"}, headers=operator).json()
-    assert passing["passed"] and passing["thresholds"] == {"minimums": {"faithfulness": 0.7}, "maximums": {}}
+    # A run that scores the dataset's own answers passes its thresholds but says nothing about the prompt.
+    copied = client.post(f"{API}/eval-runs", json={"dataset": "golden", "prompt": "qa@1"}, headers=operator).json()
+    assert copied["passed"] and copied["config"]["answers"] == {"generated": 0, "dataset": 1}
     client.post(f"{API}/eval-datasets/golden/versions", json={"samples": [SUPPORTED, INVENTED]}, headers=operator)
     failing = client.post(f"{API}/eval-runs", json={"dataset": "golden", "prompt": "qa@2"}, headers=operator).json()
     assert not failing["passed"]
 
-    moved = client.put(f"{API}/prompts/qa/labels/production", json={"version": 1}, headers=approver)
-    assert moved.status_code == 200, moved.text
-    assert moved.json()["gate"]["eval_run_id"] == passing["id"] and moved.json()["protected"]
+    not_judged = client.put(f"{API}/prompts/qa/labels/production", json={"version": 1}, headers=approver)
+    assert not_judged.status_code == 409, not_judged.text
+    gate_read = not_judged.json()["error"]["details"]["gate"]
+    assert gate_read["eval_run_id"] == copied["id"] and "answers stored in the dataset" in gate_read["reason"]
+    # qa@2 was only run on golden@2, which the gate (pinned to golden@1) does not count.
     blocked = client.put(f"{API}/prompts/qa/labels/production", json={"version": 2}, headers=approver)
-    assert blocked.status_code == 409 and blocked.json()["error"]["details"]["gate"]["eval_run_id"] == failing["id"]
-    assert client.get(f"{API}/prompts/qa/versions/production", headers=approver).json()["id"] == good["id"]
+    assert blocked.status_code == 409 and blocked.json()["error"]["details"]["gate"]["eval_run_id"] is None
+    assert client.get(f"{API}/prompts/qa/versions/production", headers=approver).status_code == 404
 
     override = {"version": 2, "override_reason": "hotfix approved in INC-42, eval fixed later"}
     assert client.put(f"{API}/prompts/qa/labels/production", json=override, headers=operator).status_code == 403
@@ -120,8 +125,9 @@ def test_labels_protection_and_eval_gate(client: TestClient, make_headers: Token
     assert forced.status_code == 200 and forced.json()["overridden"]
     entry = client.get(f"{API}/audit/entries", params={"action": "prompt_label.override"}, headers=approver).json()
     assert len(entry) == 1 and entry[0]["data"]["override_reason"] == override["override_reason"]
-    assert entry[0]["data"]["gate"]["eval_run_id"] == failing["id"] and entry[0]["data"]["to_version"] == 2
+    assert entry[0]["data"]["gate"]["dataset"] == "golden@1" and entry[0]["data"]["to_version"] == 2
     assert client.get(f"{API}/prompts/qa/versions/production", headers=approver).json()["id"] == bad["id"]
+    assert good["version"] == 1
     stray = client.put(f"{API}/prompts/qa/labels/staging", json={"version": 1, "override_reason": "not needed here"},
                        headers=approver)
     assert stray.status_code == 422

