@@ -274,12 +274,12 @@ class WindowIngestor:
                 result.quarantined[rejected.reason] += 1
                 outcomes[position] = WindowOutcome("quarantined", rejected.device_id, rejected.window_seq,
                                                    rejected.reason)
-            insert_quarantine(session, [self._quarantine_row(m, r) for _, m, r in quarantine])
+            insert_quarantine(session, [self.quarantine_row(m, r) for _, m, r in quarantine])
         session.flush()
         result.outcomes = [o if o is not None else WindowOutcome("quarantined", reason="unknown") for o in outcomes]
         return result
 
-    def _quarantine_row(self, message: IncomingMessage, rejected: Rejected) -> dict[str, Any]:
+    def quarantine_row(self, message: IncomingMessage, rejected: Rejected) -> dict[str, Any]:
         limit = 256 if rejected.reason == "rate_limited" else self.config.quarantine_payload_bytes
         seq = rejected.window_seq
         # Every value is made storable here: the quarantine is the path of last resort and must not fail.
