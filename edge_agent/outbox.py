@@ -39,7 +39,7 @@ def ack_topic(device_id: str) -> str:
     return f"edgeloop/devices/{device_id}/telemetry/ack"
 
 
-def parse_ack(payload: bytes) -> list[int]:
+def parse_ack(payload: bytes | bytearray) -> list[int]:
     """Return the window_seqs an `edgeloop.telemetry-ack/v1` message confirms ([] for anything else)."""
     try:
         document = json.loads(payload)

@@ -70,13 +70,15 @@ class EdgeDevice:
         self.client.on_publish = self._on_publish
         # Rows leave the outbox when the control plane confirms them, after its commit (not at the PUBACK).
         self.client.on_connect = lambda c, *_: c.subscribe(ack_topic(device_id), qos=1)
-        self.client.message_callback_add(ack_topic(device_id),
-                                         lambda _c, _u, m: self.outbox.confirm(parse_ack(m.payload)))
+        self.client.message_callback_add(ack_topic(device_id), self._on_ack)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _rc: Any, _props: Any) -> None:
         self.outbox.ack(mid)
+
+    def _on_ack(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.outbox.confirm(parse_ack(message.payload))
 
     def publish(self, payload: bytes) -> int | None:
         info = self.client.publish(device_topic(self.device_id, "telemetry"), payload, qos=1)

@@ -31,7 +31,7 @@ class OutboxDevice:
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_: self.connected.clear()
-        self.client.on_publish = lambda _c, _u, mid, _rc, _p: self.outbox.ack(mid)
+        self.client.on_publish = self._on_publish
         self.client.message_callback_add(ack_topic(device_id), self._on_ack)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -40,6 +40,9 @@ class OutboxDevice:
         client.subscribe(ack_topic(self.device_id), qos=1)
         self.outbox.reset_inflight()
         self.connected.set()
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _rc: Any, _props: Any) -> None:
+        self.outbox.ack(mid)
 
     def _on_ack(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.outbox.confirm(parse_ack(message.payload))
