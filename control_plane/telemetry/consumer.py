@@ -26,6 +26,7 @@ from control_plane.telemetry.store import UNAVAILABLE, insert_quarantine
 
 log = logging.getLogger(__name__)
 ACK_SCHEMA = "edgeloop.telemetry-ack/v1"
+RETRY_LATER = frozenset({"rate_limited"})  # quarantine reasons a device should resend, so not confirmed
 OnIngest = Callable[[IngestResult], None]
 Received = tuple[IncomingMessage, int, int]  # message, MQTT packet id, QoS
 
@@ -89,6 +90,11 @@ class TelemetryConsumer:
     exactly-once in storage). The number of unacknowledged messages the broker may send (`ack_window`:
     MQTT 5 Receive Maximum, else mosquitto's `max_inflight_messages`) then bounds a batch. By default it
     is twice `batch_size`, so the next batch streams in while this one is written.
+
+    After each commit the settled window_seqs are confirmed to their devices (`device_acks`), which keep a
+    window in their outbox until then: a consumer that dies after the broker's PUBACK (or a shared group with
+    nobody subscribed) costs a resend, not the window. A message that fails the ingest on its own
+    `poison_attempts` times is quarantined and acknowledged, so it cannot block the queue.
     """
 
     def __init__(self, database: Database, mqtt_url: str, config: TelemetrySettings, *,
@@ -271,7 +277,9 @@ class TelemetryConsumer:
         seqs: dict[str, list[int]] = {}
         for (message, _, _), outcome in settled:
             # The topic's device, never the payload's: a device must not make us ack another device's windows.
-            if message.device_hint is not None and outcome.window_seq is not None:
+            # A rate-limited window is refused for now, not for good: unconfirmed, the device sends it again
+            # later, so a device catching up after an outage loses nothing to its own burst.
+            if message.device_hint is not None and outcome.window_seq is not None and outcome.reason not in RETRY_LATER:
                 seqs.setdefault(message.device_hint, []).append(outcome.window_seq)
         if seqs:
             self.connection.publish_many_at_most_once(
