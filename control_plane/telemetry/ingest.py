@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Table
@@ -20,7 +20,7 @@ from control_plane.telemetry.fastparse import parse_windows
 from control_plane.telemetry.lookup import BaselineCache, Cohort, CohortResolver, ModelCatalog
 from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow
 from control_plane.telemetry.ratelimit import DeviceRateLimiter
-from control_plane.telemetry.sanity import Rejected, check_window, text_ok
+from control_plane.telemetry.sanity import Rejected, check_window, count_limit, text_ok
 from control_plane.telemetry.store import WindowValues, insert_quarantine, insert_windows_isolated
 
 __all__ = ["IncomingMessage", "IngestResult", "Rejected", "WindowIngestor", "WindowOutcome"]
@@ -42,11 +42,10 @@ class IncomingMessage:
     problem: tuple[str, str] | None = None  # (reason, detail) found before ingest, e.g. an unencodable body
 
 
-@dataclass(frozen=True)
-class WindowOutcome:
+class WindowOutcome(NamedTuple):
     """What became of one message: `stored`, `duplicate` or `quarantined` (with its reason)."""
 
-    status: str
+    status: str  # a NamedTuple, not a frozen dataclass: one is built per message, ~10x cheaper
     device_id: str | None = None
     window_seq: int | None = None
     reason: str | None = None
@@ -153,8 +152,8 @@ class WindowIngestor:
         return document, layout
 
     def _admit(self, session: Session, window: TelemetryWindow, layout: SketchLayout, message: IncomingMessage,
-               now: float) -> None:
-        check_window(window, layout, max_window_seconds=self.config.max_window_seconds)
+               now: float, check_counts: bool = True) -> None:
+        check_window(window, layout, max_window_seconds=self.config.max_window_seconds, check_counts=check_counts)
         ids = (window.device_id, window.window_seq)
         if window.window_end > now + self.config.clock_skew_seconds:
             raise Rejected("clock_skew", f"window ends {window.window_end - now:.0f}s in the future", *ids)
@@ -189,13 +188,17 @@ class WindowIngestor:
             results.append(Rejected("malformed", "not validated"))  # placeholder, replaced below
         for baseline_id, items in pending.items():
             layout = layouts[baseline_id]
-            for (position, document), outcome in zip(items, self._parse(messages, items, layout), strict=True):
+            parsed = self._parse(messages, items, layout)
+            # One numpy call per batch instead of one per window; only a batch holding a huge count looks closer.
+            vectors = [outcome.vector for outcome in parsed if not isinstance(outcome, WindowError)]
+            check_counts = bool(vectors) and int(np.max(np.stack(vectors))) > count_limit(layout)
+            for (position, document), outcome in zip(items, parsed, strict=True):
                 message = messages[position]
                 if isinstance(outcome, WindowError):
                     results[position] = Rejected(outcome.reason, str(outcome)[:500], *_ids(document))
                     continue
                 try:
-                    self._admit(session, outcome, layout, message, now)
+                    self._admit(session, outcome, layout, message, now, check_counts)
                 except Rejected as rejected:
                     results[position] = rejected
                     continue

@@ -46,14 +46,19 @@ def count_limit(layout: SketchLayout) -> int:
     return min(MAX_WINDOW_COUNT, INT64_MAX // max(layout.length, 1))
 
 
-def check_window(window: TelemetryWindow, layout: SketchLayout, *, max_window_seconds: float) -> None:
-    """Raise Rejected unless every field of `window` fits its column and its times and counts are plausible."""
+def check_window(window: TelemetryWindow, layout: SketchLayout, *, max_window_seconds: float,
+                 check_counts: bool = True) -> None:
+    """Raise Rejected unless every field of `window` fits its column and its times and counts are plausible.
+
+    `check_counts=False` skips the per-window count bound when the caller checked the whole batch at once.
+    """
     seq = window.window_seq
-    ids = (window.device_id if text_ok(window.device_id) else None,
-           seq if type(seq) is int and 0 <= seq <= INT64_MAX else None)
-    if not text_ok(window.device_id):
+    device_ok = text_ok(window.device_id)
+    seq_ok = type(seq) is int and 0 <= seq <= INT64_MAX  # bool is an int to isinstance, not a sequence number
+    ids = (window.device_id if device_ok else None, seq if seq_ok else None)
+    if not device_ok:
         raise Rejected("bad_device_id", f"device_id must be 1-{NAME_MAX} characters without NUL", *ids)
-    if type(seq) is not int or not 0 <= seq <= INT64_MAX:  # bool is an int to isinstance, not a sequence number
+    if not seq_ok:
         raise Rejected("out_of_range", "window_seq must be an integer within 0..2^63-1", *ids)
     if type(window.dropped_windows) is not int or not 0 <= window.dropped_windows <= INT64_MAX:
         raise Rejected("out_of_range", "dropped_windows must be within 0..2^63-1", *ids)
@@ -65,5 +70,5 @@ def check_window(window: TelemetryWindow, layout: SketchLayout, *, max_window_se
         raise Rejected("implausible_time", f"window spans {window.window_end - window.window_start:.3g}s "
                        f"(at most {max_window_seconds:.0f}s)", *ids)
     limit = count_limit(layout)
-    if int(window.vector.max(initial=0)) > limit:
+    if check_counts and int(window.vector.max(initial=0)) > limit:
         raise Rejected("count_overflow", f"a count exceeds {limit} (sums would overflow 64 bits)", *ids)
