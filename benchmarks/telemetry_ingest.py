@@ -41,7 +41,13 @@ from control_plane.runtime import serving_gc  # noqa: E402
 from control_plane.telemetry.config import TelemetrySettings  # noqa: E402
 from control_plane.telemetry.consumer import TelemetryConsumer  # noqa: E402
 from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow  # noqa: E402
-from tests.control_plane.telemetry.simulate import ListSink, SimDevice, make_baseline, register_baseline  # noqa: E402
+from tests.control_plane.telemetry.simulate import (  # noqa: E402
+    ListSink,
+    SimDevice,
+    make_baseline,
+    register_baseline,
+    register_model,
+)
 
 PG_ADMIN = os.environ.get("EDGELOOP_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SENT = re.compile(rb'"bench_sent":([0-9.]+)')
@@ -263,6 +269,7 @@ def prepare_database(engine: str, workdir: Path) -> tuple[str, Any]:
             admin.dispose()
     database = Database(url)
     register_baseline(database, make_baseline())
+    register_model(database)  # windows of unregistered models are quarantined
     database.dispose()
     return url, cleanup
 
@@ -273,7 +280,10 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--quick", action="store_true", help="5,000 windows and 3 s of paced latency")
     args = parser.parse_args()
+    if args.quick:
+        args.windows, args.latency_seconds = min(args.windows, 5_000), min(args.latency_seconds, 3.0)
     load = os.getloadavg()
     payloads = make_payloads(args.windows)
     latency_payloads = make_payloads(int(1000 * args.latency_seconds), sent_marker=True)

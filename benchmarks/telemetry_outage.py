@@ -35,7 +35,7 @@ from control_plane.mqtt.topics import device_topic  # noqa: E402
 from control_plane.telemetry.config import TelemetrySettings  # noqa: E402
 from control_plane.telemetry.consumer import TelemetryConsumer  # noqa: E402
 from control_plane.telemetry.models import TelemetryWindowRow  # noqa: E402
-from edge_agent.outbox import Outbox  # noqa: E402
+from edge_agent.outbox import Outbox, ack_topic, parse_ack  # noqa: E402
 from tests.control_plane.telemetry.simulate import ListSink, SimDevice, make_baseline  # noqa: E402
 
 
@@ -55,9 +55,20 @@ class Device:
         if self.outbox is not None:
             outbox = self.outbox
             self.client.on_publish = lambda _c, _u, mid, _rc, _p: outbox.ack(mid)  # type: ignore[assignment]
-            self.client.on_connect = lambda *_: outbox.reset_inflight()
+            # Rows leave the outbox on the control plane's confirmation after its commit, as on a real agent.
+            self.client.message_callback_add(ack_topic(device_id), self._on_ack)
+
+            def on_connect(client: mqtt.Client, *_: Any) -> None:
+                client.subscribe(ack_topic(device_id), qos=1)
+                outbox.reset_inflight()
+
+            self.client.on_connect = on_connect
         self.client.connect_async("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
+
+    def _on_ack(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.outbox is not None:
+            self.outbox.confirm(parse_ack(message.payload))
 
     def produce(self) -> None:
         now = time.time()

@@ -1,4 +1,9 @@
-"""Ship telemetry: one window recorder per active model, windows through the on-disk outbox, acks on PUBACK."""
+"""Ship telemetry: one window recorder per active model, windows through the on-disk outbox until confirmed.
+
+A window leaves the outbox when the control plane confirms it on `edgeloop/devices/{id}/telemetry/ack`
+(after its batch committed), not at the broker's PUBACK: a consumer that dies after the PUBACK would
+otherwise lose it. Unconfirmed windows are sent again after `ack_timeout_s`; the control plane deduplicates.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 
 from edge_agent.daemon import EdgeAgent
 from edge_agent.inference import NullRecorder
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, ack_topic, parse_ack
 from edge_agent.telemetry import WindowRecorder
 
 log = logging.getLogger(__name__)
@@ -17,11 +22,13 @@ log = logging.getLogger(__name__)
 class TelemetryLoop:
     """Record what the active model sees, close windows on time, and publish them in order."""
 
-    def __init__(self, agent: EdgeAgent, *, interval_s: float = 1.0) -> None:
+    def __init__(self, agent: EdgeAgent, *, interval_s: float = 1.0, ack_timeout_s: float = 30.0) -> None:
         config = agent.config
         self.agent = agent
         self.interval_s = interval_s
-        self.outbox = Outbox(config.state_dir / "telemetry-outbox.sqlite", max_windows=config.telemetry_queue_windows)
+        self.outbox = Outbox(config.state_dir / "telemetry-outbox.sqlite", max_windows=config.telemetry_queue_windows,
+                             ack_timeout_s=ack_timeout_s)
+        self.ack_topic = ack_topic(config.device_id)
         self.recorder: WindowRecorder | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -29,12 +36,16 @@ class TelemetryLoop:
         agent.add_activation_listener(self._on_activation)
         agent.add_publish_listener(self.outbox.ack)
         agent.add_connect_listener(self._on_connect)
+        # Routed by paho before on_message, so the link's own handler never sees confirmations.
+        agent.link.client.message_callback_add(self.ack_topic, self._on_ack)
 
     def start(self) -> None:
         """Attach to the model that is active now, then tick and pump in the background."""
         record = self.agent.active_record()
         if record is not None:
             self._on_activation(record)
+        if self.agent.link.connected.is_set():  # connected before this loop registered its connect listener
+            self.agent.link.client.subscribe(self.ack_topic, qos=1)
         self._thread.start()
 
     def stop(self) -> None:
@@ -72,8 +83,16 @@ class TelemetryLoop:
             self.agent.engine.set_recorder(self.recorder)
 
     def _on_connect(self) -> None:
-        # A new session does not retransmit the old one's unacknowledged publishes: send them again.
+        # A new session does not retransmit the old one's unacknowledged publishes: send them again. Clean
+        # sessions also forget subscriptions: subscribe to confirmations first, so none of this session's is missed.
+        self.agent.link.client.subscribe(self.ack_topic, qos=1)
         self.outbox.reset_inflight()
+
+    def _on_ack(self, _client: Any, _userdata: Any, message: Any) -> None:
+        try:
+            self.outbox.confirm(parse_ack(bytes(message.payload)))
+        except Exception:  # on paho's network thread: never let one bad message stop it
+            log.exception("telemetry confirmation failed")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -25,6 +25,7 @@ def mosquitto_acl(device_ids: Iterable[str], control_plane_user: str = CONTROL_P
         f"pattern write {PREFIX}/%u/status",
         f"pattern write {PREFIX}/%u/presence",
         f"pattern write {PREFIX}/%u/telemetry",
+        f"pattern read {PREFIX}/%u/telemetry/ack",
         "",
     ]
     # Pattern lines cover every device; listing the provisioned ids documents who may connect at all.

@@ -272,8 +272,42 @@ class MqttConnection:
         packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in packet_ids])
         queue_packet(mqtt.PUBACK, packet, packet_ids[-1], 1)
 
+    def publish_many_at_most_once(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Publish (topic, payload) pairs with QoS 0 in one socket write; best effort, dropped while disconnected.
+
+        For small, frequent, idempotent notices (telemetry acks, one per device per batch): paho's publish()
+        costs ~100 us each in Python; these PUBLISH packets are built here and queued as one write, like
+        `ack_many`. Falls back to publish() on a paho without the private hook.
+        """
+        if not self.connected.is_set():
+            return
+        queue_packet = getattr(self.client, "_packet_queue", None)
+        if queue_packet is None:  # pragma: no cover - a paho without the private hook
+            for topic, payload in messages:
+                self.client.publish(topic, payload, qos=0)
+            return
+        properties = b"\x00" if self.protocol == "5" else b""  # MQTT 5: an empty property list
+        packets = []
+        for topic, payload in messages:
+            encoded = topic.encode()
+            body = struct.pack("!H", len(encoded)) + encoded + properties + payload
+            packets.append(bytes([mqtt.PUBLISH]) + _remaining_length(len(body)) + body)
+        if packets:
+            # Queued under a non-PUBLISH command so paho does not look for a message-info object to complete.
+            queue_packet(mqtt.PUBACK, b"".join(packets), 0, 0)
+
     def stop(self) -> None:
         """Disconnect cleanly and stop the network thread."""
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
+
+
+def _remaining_length(length: int) -> bytes:
+    """Encode an MQTT Remaining Length (variable-length integer, 7 bits a byte)."""
+    out = bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        out.append(byte | 0x80 if length else byte)
+        if not length:
+            return bytes(out)

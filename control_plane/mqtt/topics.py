@@ -13,6 +13,11 @@ def device_topic(device_id: str, kind: DeviceTopic) -> str:
     return f"{PREFIX}/{device_id}/{kind}"
 
 
+def telemetry_ack_topic(device_id: str) -> str:
+    """Return ``edgeloop/devices/{id}/telemetry/ack``: the window_seqs the control plane has settled."""
+    return f"{PREFIX}/{device_id}/telemetry/ack"
+
+
 def fleet_filter(kind: DeviceTopic) -> str:
     """Return the wildcard filter for one kind of message from every device."""
     return f"{PREFIX}/+/{kind}"

@@ -15,6 +15,15 @@ class TelemetrySettings(BaseSettings):
     quarantine_payload_bytes: int = Field(default=4096, ge=0, description="Raw payload kept per quarantined message.")
     clock_skew_seconds: float = Field(default=300.0, ge=0, description="Windows ending later than now + this.")
     max_age_seconds: float = Field(default=7 * 86400.0, gt=0, description="Windows ending earlier than now - this.")
+    max_window_seconds: float = Field(default=86400.0, gt=0, description=(
+        "Longest window (window_end - window_start) accepted; a longer one is quarantined (implausible_time)."))
+    require_registered_model: bool = Field(default=True, description=(
+        "Quarantine windows whose (model name, version) is not in the registry (reason unknown_model)."))
+    poison_attempts: int = Field(default=3, ge=1, description=(
+        "Times the consumer retries a message that keeps failing on its own before it quarantines it."))
+    device_acks: bool = Field(default=True, description=(
+        "After each commit, publish to edgeloop/devices/<id>/telemetry/ack the window_seqs the batch settled"
+        " (stored, duplicate or quarantined), so devices keep a window until the control plane has it."))
     rate_per_second: float = Field(default=2.0, gt=0, description="Sustained windows/s one device may send.")
     rate_burst: float = Field(default=600.0, ge=1, description="Windows a device may send at once (outage catch-up).")
     batch_size: int = Field(default=500, ge=1, description="Most messages per ingest transaction.")

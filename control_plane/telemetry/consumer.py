@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import socket
 import threading
@@ -16,11 +18,15 @@ from paho.mqtt.properties import Properties
 from control_plane.db.session import Database
 from control_plane.errors import ServiceUnavailable
 from control_plane.mqtt.connection import MqttConnection
-from control_plane.mqtt.topics import device_id_from_topic, fleet_filter
+from control_plane.mqtt.topics import device_id_from_topic, fleet_filter, telemetry_ack_topic
 from control_plane.telemetry.config import TelemetrySettings
-from control_plane.telemetry.ingest import IncomingMessage, IngestResult, WindowIngestor
+from control_plane.telemetry.ingest import IncomingMessage, IngestResult, WindowIngestor, WindowOutcome
+from control_plane.telemetry.sanity import Rejected
+from control_plane.telemetry.store import UNAVAILABLE, insert_quarantine
 
 log = logging.getLogger(__name__)
+ACK_SCHEMA = "edgeloop.telemetry-ack/v1"
+RETRY_LATER = frozenset({"rate_limited"})  # quarantine reasons a device should resend, so not confirmed
 OnIngest = Callable[[IngestResult], None]
 Received = tuple[IncomingMessage, int, int]  # message, MQTT packet id, QoS
 
@@ -84,6 +90,11 @@ class TelemetryConsumer:
     exactly-once in storage). The number of unacknowledged messages the broker may send (`ack_window`:
     MQTT 5 Receive Maximum, else mosquitto's `max_inflight_messages`) then bounds a batch. By default it
     is twice `batch_size`, so the next batch streams in while this one is written.
+
+    After each commit the settled window_seqs are confirmed to their devices (`device_acks`), which keep a
+    window in their outbox until then: a consumer that dies after the broker's PUBACK (or a shared group with
+    nobody subscribed) costs a resend, not the window. A message that fails the ingest on its own
+    `poison_attempts` times is quarantined and acknowledged, so it cannot block the queue.
     """
 
     def __init__(self, database: Database, mqtt_url: str, config: TelemetrySettings, *,
@@ -104,6 +115,8 @@ class TelemetryConsumer:
         self.connection.client.manual_ack_set(config.manual_ack)
         self._inbox = Inbox()
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failures: dict[bytes, int] = {}  # payload digest -> failed attempts on its own
         self.failed_batches = 0
 
     @property
@@ -150,6 +163,7 @@ class TelemetryConsumer:
 
     def stop_sync(self) -> None:
         """Synchronous stop."""
+        self._stopping = True
         self.connection.stop()
         self._inbox.put(None)
         if self._thread is not None:
@@ -167,24 +181,122 @@ class TelemetryConsumer:
                 self._write(batch)
 
     def _write(self, batch: list[Received]) -> None:
-        messages = [item[0] for item in batch]
-        for attempt in range(5):
-            try:
-                with self.database.transaction() as session:
-                    result = self.ingestor.ingest(session, messages, now=time.time())
-                self.ingestor.totals.add(result)
-                break
-            except Exception:
-                log.exception("telemetry batch of %d failed (attempt %d)", len(messages), attempt + 1)
-                time.sleep(0.2 * (attempt + 1))
-        else:
-            # Not acknowledged: the broker redelivers these after our reconnect.
-            self.failed_batches += 1
-            return
-        if self.config.manual_ack:
-            self.connection.ack_many((mid, qos) for _, mid, qos in batch)
+        settled, result = self._settle(batch)
+        if settled and self.config.device_acks:
+            self._acknowledge_devices(settled)
+        if self.config.manual_ack and settled:
+            self.connection.ack_many((mid, qos) for (_, mid, qos), _ in settled)
         if self.on_ingest is not None and result.models:
             try:
                 self.on_ingest(result)
             except Exception:
                 log.exception("on_ingest hook failed")
+
+    def _settle(self, batch: list[Received]) -> tuple[list[tuple[Received, WindowOutcome]], IngestResult]:
+        """Commit the batch; if it fails as a whole, split it until only the failing messages are left.
+
+        A message that fails on its own `poison_attempts` times is quarantined (`ingest_failed`) and settled,
+        so it never blocks the queue. While the database is unavailable nothing is settled: the batch is
+        retried with backoff, and on stop its messages stay unacknowledged for the broker or device to resend.
+        """
+        settled: list[tuple[Received, WindowOutcome]] = []
+        total = IngestResult()
+        pending = [batch]
+        while pending:
+            part = pending.pop()
+            outcome = self._commit(part)
+            if outcome is None:  # stopping while the database is away
+                self.failed_batches += 1
+                continue
+            if isinstance(outcome, IngestResult):
+                self.ingestor.totals.add(outcome)
+                total.add(outcome)
+                settled += zip(part, outcome.outcomes, strict=True)
+                continue
+            if len(part) > 1:
+                middle = len(part) // 2
+                pending += [part[middle:], part[:middle]]
+                continue
+            received = part[0]
+            key = hashlib.blake2b(received[0].payload, digest_size=16).digest()
+            attempts = self._failures[key] = self._failures.get(key, 0) + 1
+            if attempts < self.config.poison_attempts:
+                time.sleep(min(0.1 * attempts, 1.0))
+                pending.append(part)
+                continue
+            quarantined = self._quarantine_poison(received[0], outcome)
+            if quarantined is None:
+                self.failed_batches += 1
+                continue
+            self._failures.pop(key, None)
+            total.quarantined["ingest_failed"] += 1
+            self.ingestor.totals.quarantined["ingest_failed"] += 1
+            settled.append((received, quarantined))
+        if len(self._failures) > 10_000:  # only ever poison messages: keep the bookkeeping bounded
+            self._failures.clear()
+        return settled, total
+
+    def _commit(self, part: list[Received]) -> IngestResult | Exception | None:
+        """Ingest `part` in one transaction; retry while the database is unavailable (None once stopping)."""
+        messages = [item[0] for item in part]
+        delay = 0.2
+        while True:
+            try:
+                with self.database.transaction() as session:
+                    return self.ingestor.ingest(session, messages, now=time.time())
+            except UNAVAILABLE:
+                log.warning("database unavailable; retrying a telemetry batch of %d in %.1fs", len(part), delay)
+            except Exception as exc:
+                log.exception("telemetry batch of %d failed", len(part))
+                return exc
+            if self._stopping:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _quarantine_poison(self, message: IncomingMessage, error: Exception) -> WindowOutcome | None:
+        """Record a message that keeps failing with the error it raised; None while the database is away."""
+        device_id, seq = _identify(message)
+        rejected = Rejected("ingest_failed", f"failed {self.config.poison_attempts} times: "
+                            f"{type(error).__name__}: {str(error)[:300]}", device_id, seq)
+        while True:
+            try:
+                with self.database.transaction() as session:
+                    insert_quarantine(session, [self.ingestor.quarantine_row(message, rejected)])
+                log.error("quarantined a telemetry message that failed %d times (%s)", self.config.poison_attempts,
+                          type(error).__name__)
+                return WindowOutcome("quarantined", rejected.device_id, rejected.window_seq, rejected.reason)
+            except Exception:
+                log.exception("could not quarantine a failing telemetry message")
+            if self._stopping:
+                return None
+            time.sleep(1.0)
+
+    def _acknowledge_devices(self, settled: list[tuple[Received, WindowOutcome]]) -> None:
+        """Tell each device which of its windows are settled, so it can delete them from its outbox."""
+        seqs: dict[str, list[int]] = {}
+        for (message, _, _), outcome in settled:
+            # The topic's device, never the payload's: a device must not make us ack another device's windows.
+            # A rate-limited window is refused for now, not for good: unconfirmed, the device sends it again
+            # later, so a device catching up after an outage loses nothing to its own burst.
+            if message.device_hint is not None and outcome.window_seq is not None and outcome.reason not in RETRY_LATER:
+                seqs.setdefault(message.device_hint, []).append(outcome.window_seq)
+        if seqs:
+            self.connection.publish_many_at_most_once(
+                (telemetry_ack_topic(device), _ack_payload(values)) for device, values in seqs.items())
+
+
+def _ack_payload(seqs: list[int]) -> bytes:
+    return b'{"schema":"%s","seqs":[%s]}' % (ACK_SCHEMA.encode(), ",".join(map(str, sorted(set(seqs)))).encode())
+
+
+def _identify(message: IncomingMessage) -> tuple[str | None, int | None]:
+    """Return the device and window_seq a message claims, if it can be read at all."""
+    try:
+        document = json.loads(message.payload)
+        seq = document.get("window_seq")
+        device = document.get("device_id")
+    except Exception:
+        return message.device_hint, None
+    return (device if isinstance(device, str) else message.device_hint,
+            seq if type(seq) is int and 0 <= seq < 2**63 else None)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.drift.baseline import baseline_from_dict
 from control_plane.drift.sketch import SketchLayout
-from control_plane.registry.models import Dataset
+from control_plane.registry.models import Dataset, ModelVersion, RegisteredModel
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,26 @@ class BaselineCache:
             except Exception as exc:  # this row only
                 log.warning("dataset %s: stored baseline is unreadable: %s", dataset_id, exc)
         return pairs
+
+
+class ModelCatalog:
+    """The registered (model name, version) pairs; reloaded on a miss, at most every `min_reload_seconds`."""
+
+    def __init__(self, min_reload_seconds: float = 2.0) -> None:
+        self.min_reload_seconds = min_reload_seconds
+        self._known: set[tuple[str, int]] = set()
+        self._loaded_at = float("-inf")
+
+    def known(self, session: Session, name: str, version: int) -> bool:
+        """Return True when the registry holds `name` version `version`."""
+        if (name, version) in self._known:
+            return True
+        if time.monotonic() - self._loaded_at >= self.min_reload_seconds:
+            query = select(RegisteredModel.name, ModelVersion.version).join(
+                ModelVersion, ModelVersion.model_id == RegisteredModel.id)
+            self._known = {(str(row[0]), int(row[1])) for row in session.execute(query)}
+            self._loaded_at = time.monotonic()
+        return (name, version) in self._known
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from control_plane.errors import PayloadTooLarge
 from control_plane.telemetry import service
 from control_plane.telemetry.config import TelemetrySettings
 from control_plane.telemetry.ingest import IncomingMessage, WindowIngestor
-from control_plane.telemetry.schemas import IngestSummary, QuarantineRead, TelemetryStats, WindowRead
+from control_plane.telemetry.schemas import IngestSummary, QuarantineRead, TelemetryStats, WindowRead, WindowResult
 
 router = APIRouter(prefix="/telemetry", tags=["telemetry"])
 MAX_WINDOWS_PER_REQUEST = 1000
@@ -37,15 +37,26 @@ def ingest_windows(request: Request, session: SessionDep, principal: Device,
     if len(items) > MAX_WINDOWS_PER_REQUEST:
         raise PayloadTooLarge(f"at most {MAX_WINDOWS_PER_REQUEST} windows per request")
     now = time.time()
-    messages = [IncomingMessage(payload=json.dumps(item, separators=(",", ":")).encode(), received_at=now,
-                                source="http", device_hint=principal.device_id) for item in items]
+    messages = [_message(item, now, principal.device_id) for item in items]
     http_ingestor = ingestor(request)
     result = http_ingestor.ingest(session, messages, now=now)
     http_ingestor.totals.add(result)
     scheduler = getattr(request.app.state, "drift_scheduler", None)
     if scheduler is not None and result.models:
         scheduler.mark(result.models)
-    return IngestSummary(**result.as_dict())
+    results = [WindowResult(status=o.status, window_seq=o.window_seq, reason=o.reason) for o in result.outcomes]
+    return IngestSummary(**result.as_dict(), windows=results)
+
+
+def _message(item: Any, now: float, device_id: str | None) -> IncomingMessage:
+    """Re-encode one posted window for the shared ingest path; one that cannot be encoded is quarantined."""
+    try:
+        payload, problem = json.dumps(item, separators=(",", ":")).encode(), None
+    except RecursionError:
+        payload, problem = b"", ("too_deep", "window nested too deeply to encode")
+    except (TypeError, ValueError) as exc:
+        payload, problem = b"", ("malformed", f"window cannot be encoded: {type(exc).__name__}")
+    return IncomingMessage(payload=payload, received_at=now, source="http", device_hint=device_id, problem=problem)
 
 
 @router.get("/windows", response_model=list[WindowRead])

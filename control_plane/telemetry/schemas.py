@@ -7,13 +7,26 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 
+class WindowResult(BaseModel):
+    """What became of one posted window, in request order: `stored`, `duplicate` or `quarantined`."""
+
+    status: str
+    window_seq: int | None = None
+    reason: str | None = None
+
+
 class IngestSummary(BaseModel):
-    """What an ingest call did: counts per outcome and per quarantine reason."""
+    """What an ingest call did: counts per outcome and per quarantine reason, and each window's result.
+
+    A device may forget every window whose result is `stored` or `duplicate`; a `quarantined` one will never
+    be stored (resending it does not help), and a request that fails as a whole stored nothing.
+    """
 
     received: int
     stored: int
     duplicates: int
     quarantined: dict[str, int]
+    windows: list[WindowResult] = []
 
 
 class WindowRead(BaseModel):

@@ -20,13 +20,18 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from control_plane.telemetry.models import TelemetryWindowRow
+from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow
 
 WINDOWS: Table = TelemetryWindowRow.__table__  # type: ignore[assignment]
+QUARANTINE: Table = QuarantinedMessage.__table__  # type: ignore[assignment]
+# The database or the connection failed, not the rows: retrying row by row would quarantine good windows.
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 # Column order of the row tuples `insert_windows` takes (every column but the surrogate id).
 COLUMNS = ("device_id", "window_seq", "model_name", "model_version", "baseline_id", "window_start", "window_end",
@@ -81,3 +86,58 @@ def _insert_core(session: Session, rows: Sequence[WindowValues]) -> list[tuple[s
     )
     params = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     return [(str(r[0]), int(r[1])) for r in session.execute(statement, params)]
+
+
+def insert_windows_isolated(session: Session, rows: Sequence[WindowValues]
+                            ) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
+    """Insert rows like `insert_windows`; when the batch fails, bisect it so only the rows that fail are left out.
+
+    Each attempt runs in a savepoint, so a refused statement leaves the transaction usable. Returns the keys
+    inserted and (index in `rows`, error) per row the database refused on its own. An error that says the
+    database is unavailable propagates: the caller retries the batch later instead of blaming rows.
+    """
+    inserted: list[tuple[str, int]] = []
+    failed: list[tuple[int, str]] = []
+    pending = [(0, len(rows))]
+    while pending:
+        start, end = pending.pop()
+        try:
+            with session.begin_nested():
+                inserted += insert_windows(session, rows[start:end])
+        except UNAVAILABLE:
+            raise
+        except Exception as exc:  # DataError, IntegrityError, OverflowError, ...: something in these rows
+            if end - start == 1:
+                failed.append((start, f"{type(exc).__name__}: {_first_line(exc)}"))
+            else:
+                middle = (start + end) // 2
+                pending += [(middle, end), (start, middle)]
+    return inserted, failed
+
+
+def insert_quarantine(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert quarantine rows, row by row if the batch fails; a row still refused is kept without its payload."""
+    try:
+        with session.begin_nested():
+            session.execute(insert(QUARANTINE), list(rows))
+        return
+    except UNAVAILABLE:
+        raise
+    except Exception:
+        pass
+    for row in rows:
+        try:
+            with session.begin_nested():
+                session.execute(insert(QUARANTINE), [row])
+        except UNAVAILABLE:
+            raise
+        except Exception as exc:
+            bare = {**row, "topic": None, "device_id": None, "payload": "", "window_seq": None,
+                    "detail": f"unstorable quarantine row ({type(exc).__name__})"}
+            with session.begin_nested():
+                session.execute(insert(QUARANTINE), [bare])
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:300] if text else ""

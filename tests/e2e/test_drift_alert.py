@@ -21,7 +21,7 @@ from control_plane.main import create_app
 from control_plane.mqtt.broker import PrivateMosquitto
 from control_plane.mqtt.topics import device_topic
 from control_plane.settings import Settings
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, ack_topic, parse_ack
 from tests.conftest import TokenFactory
 from tests.control_plane.telemetry.simulate import FEATURES, MODEL, SimDevice, make_baseline
 
@@ -68,11 +68,17 @@ class EdgeDevice:
         self.sim = SimDevice(device_id, baseline, self.outbox, seed=int(device_id[-2:]), start=start)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311)
         self.client.on_publish = self._on_publish
+        # Rows leave the outbox when the control plane confirms them, after its commit (not at the PUBACK).
+        self.client.on_connect = lambda c, *_: c.subscribe(ack_topic(device_id), qos=1)
+        self.client.message_callback_add(ack_topic(device_id), self._on_ack)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _rc: Any, _props: Any) -> None:
         self.outbox.ack(mid)
+
+    def _on_ack(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.outbox.confirm(parse_ack(message.payload))
 
     def publish(self, payload: bytes) -> int | None:
         info = self.client.publish(device_topic(self.device_id, "telemetry"), payload, qos=1)

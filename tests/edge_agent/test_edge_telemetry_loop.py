@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from sklearn.datasets import load_digits
 
 from control_plane.drift.baseline import build_baseline
 from edge_agent.daemon import EdgeAgent
+from edge_agent.outbox import ACK_SCHEMA, ack_topic
 from edge_agent.telemetry_loop import TelemetryLoop
 from tests.edge_agent.edge_support import Harness, ModelArtifact, Observer
 
@@ -52,7 +54,11 @@ def test_windows_follow_the_active_model(agent_factory: Callable[..., EdgeAgent]
         assert sum(w["calls"] for w in windows) == 5 and all(w["errors"] == 0 for w in windows)
         # No raw feature values leave the device: only counts per reference bin.
         assert "inputs" not in first and all(isinstance(pair, list) for pair in first["bins"])
-        # Rows leave the on-disk outbox only once the broker acknowledged them.
+        # A PUBACK is not enough: rows leave the on-disk outbox only once the control plane confirms them.
+        observer.wait(lambda: loop.outbox.inflight() == len(windows), timeout=10)
+        assert len(loop.outbox) == len(windows)
+        confirmation = {"schema": ACK_SCHEMA, "seqs": [w["window_seq"] for w in windows]}
+        observer.client.publish(ack_topic(device), json.dumps(confirmation), qos=1)
         observer.wait(lambda: len(loop.outbox) == 0, timeout=10)
     finally:
         loop.stop()

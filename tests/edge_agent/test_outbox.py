@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from control_plane.drift.baseline import build_baseline
 from control_plane.mqtt.broker import PrivateMosquitto
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, parse_ack
 from edge_agent.telemetry import WindowRecorder
 
 
@@ -92,8 +92,8 @@ class FakeClient:
         return self.mid
 
 
-def test_rows_are_deleted_only_on_ack(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "o.db", max_inflight=3)
+def test_rows_are_deleted_only_on_puback_without_end_to_end_acks(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_inflight=3, end_to_end=False)
     _fill(outbox, 5)
     client = FakeClient(outbox)
     assert outbox.pump(client.publish) == 3 and outbox.inflight() == 3
@@ -111,7 +111,7 @@ def test_rows_are_deleted_only_on_ack(tmp_path: Path) -> None:
 
 
 def test_ack_before_publish_returns_is_applied(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "o.db")
+    outbox = Outbox(tmp_path / "o.db", end_to_end=False)
     _fill(outbox, 4)
     assert outbox.pump(FakeClient(outbox, ack_early=True).publish) == 4
     assert len(outbox) == 0 and outbox.inflight() == 0
@@ -169,7 +169,7 @@ def test_broker_outage_loses_and_duplicates_nothing(tmp_path: Path, broker: Priv
     subscriber.connect("127.0.0.1", broker.port)
     subscriber.loop_start()
 
-    outbox = Outbox(tmp_path / "outbox.db", max_inflight=10)
+    outbox = Outbox(tmp_path / "outbox.db", max_inflight=10, end_to_end=False)  # this subscriber confirms nothing
     connected = threading.Event()
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dev-1")
     publisher.on_connect = lambda c, u, f, rc, p: connected.set()
@@ -232,3 +232,42 @@ def test_broker_outage_loses_and_duplicates_nothing(tmp_path: Path, broker: Priv
                                                           if count > 1)
     assert all(40 - outbox.max_inflight < seq <= 40 for seq in duplicates), duplicates  # in flight at the stop
     assert outbox.dropped_total == 0
+
+
+def test_rows_wait_for_the_control_plane_after_the_puback(tmp_path: Path) -> None:
+    clock = [0.0]
+    outbox = Outbox(tmp_path / "o.db", max_inflight=3, ack_timeout_s=30, clock=lambda: clock[0])
+    _fill(outbox, 5)
+    client = FakeClient(outbox)
+    assert outbox.pump(client.publish) == 3
+    for mid in (1, 2, 3):
+        assert outbox.ack(mid)  # PUBACK: the broker has them, the control plane may not
+    assert len(outbox) == 5 and outbox.inflight() == 3
+    assert outbox.pump(client.publish) == 0, "unconfirmed windows fill the window"
+    assert outbox.confirm([1, 3, 99]) == 2  # settled: stored, duplicate or quarantined
+    assert [i.window_seq for i in outbox.peek(include_inflight=True)] == [2, 4, 5]
+    assert outbox.pump(client.publish) == 2  # windows 4 and 5
+    clock[0] = 31.0  # window 2's confirmation is late (a consumer died after the PUBACK): send it again
+    outbox.ack(4)
+    outbox.ack(5)
+    assert outbox.pump(client.publish) == 1
+    assert [json.loads(p)["window_seq"] for _, p in client.sent] == [1, 2, 3, 4, 5, 2]
+    assert outbox.confirm([2, 4, 5]) == 3 and len(outbox) == 0
+
+
+def test_a_confirmation_before_the_puback_leaves_nothing_behind(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_inflight=2)
+    _fill(outbox, 4)
+    client = FakeClient(outbox)
+    assert outbox.pump(client.publish) == 2
+    assert outbox.confirm([1, 2]) == 2  # the consumer was faster than the broker's PUBACK
+    outbox.ack(1)
+    outbox.ack(2)
+    assert outbox.pump(client.publish) == 2 and outbox.confirm([3, 4]) == 2
+    assert len(outbox) == 0
+
+
+def test_only_well_formed_confirmations_count() -> None:
+    assert parse_ack(b'{"schema":"edgeloop.telemetry-ack/v1","seqs":[1,2,true,-1,3.0,9223372036854775808]}') == [1, 2]
+    assert parse_ack(b'{"schema":"other","seqs":[1]}') == []
+    assert parse_ack(b"[" * 100_000) == [] and parse_ack(b"\xff") == []

@@ -11,7 +11,7 @@ from control_plane.drift.baseline import Baseline
 from control_plane.mqtt.broker import PrivateMosquitto
 from control_plane.telemetry.config import TelemetrySettings
 from control_plane.telemetry.ingest import WindowIngestor
-from tests.control_plane.telemetry.simulate import make_baseline, register_baseline
+from tests.control_plane.telemetry.simulate import make_baseline, register_baseline, register_model
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +33,13 @@ def dataset_id(database: Database, baseline: Baseline) -> str:
 
 
 @pytest.fixture
-def ingestor(dataset_id: str) -> WindowIngestor:
+def sensor_model(database: Database) -> None:
+    """Register the toy model (version 1): windows of unregistered models are quarantined."""
+    register_model(database)
+
+
+@pytest.fixture
+def ingestor(dataset_id: str, sensor_model: None) -> WindowIngestor:
     """An ingestor with a small burst so the rate limit is testable."""
     return WindowIngestor(TelemetrySettings(rate_per_second=1.0, rate_burst=50, max_message_bytes=64 * 1024,
                                             quarantine_payload_bytes=512))

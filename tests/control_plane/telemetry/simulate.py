@@ -11,7 +11,7 @@ import numpy as np
 from control_plane.db.session import Database
 from control_plane.drift.baseline import Baseline, build_baseline
 from control_plane.registry import service as registry
-from control_plane.registry.schemas import DatasetCreate
+from control_plane.registry.schemas import DatasetCreate, ModelCreate, VersionCreate
 from edge_agent.telemetry import WindowRecorder
 
 FEATURES = ["temperature", "pressure", "vibration", "humidity", "mode"]
@@ -48,6 +48,14 @@ def register_baseline(database: Database, baseline: Baseline, name: str = "senso
                 name=name, version="1", fingerprint=baseline.baseline_id.ljust(12, "0"),
                 baseline=baseline.to_dict()))
         return dataset.id
+
+
+def register_model(database: Database, name: str = MODEL, versions: int = 1) -> None:
+    """Register `name` with versions 1..`versions` (the ingest quarantines windows of unregistered models)."""
+    with database.transaction() as session:
+        registry.create_model(session=session, request=ModelCreate(name=name), actor="test")
+        for _ in range(versions):
+            registry.create_version(session=session, model_name=name, request=VersionCreate(), actor="test")
 
 
 @dataclass

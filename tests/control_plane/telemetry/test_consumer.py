@@ -45,7 +45,8 @@ def publisher(broker: PrivateMosquitto) -> mqtt.Client:
 
 
 def test_consumers_split_the_fleet_and_store_each_window_once(database: Database, dataset_id: str,
-                                                             baseline: Baseline, mqtt_broker: PrivateMosquitto) -> None:
+                                                             baseline: Baseline, mqtt_broker: PrivateMosquitto,
+                                                             sensor_model: None) -> None:
     config = TelemetrySettings(batch_wait_ms=20)
     seen: list[IngestResult] = []
     consumers = [TelemetryConsumer(database, mqtt_broker.url, config, name=f"c{i}", on_ingest=seen.append)
@@ -83,7 +84,7 @@ def test_consumers_split_the_fleet_and_store_each_window_once(database: Database
 
 
 def test_a_durable_consumer_loses_nothing_across_a_broker_restart(database: Database, dataset_id: str,
-                                                                  baseline: Baseline) -> None:
+                                                                  baseline: Baseline, sensor_model: None) -> None:
     broker = PrivateMosquitto(persistence=True, anonymous=True)
     broker.start()
     config = TelemetrySettings(batch_wait_ms=20, shared_subscription=False)
@@ -116,7 +117,8 @@ def test_a_durable_consumer_loses_nothing_across_a_broker_restart(database: Data
 
 def test_acks_after_each_commit_keep_a_small_receive_window_flowing(database: Database, dataset_id: str,
                                                                      baseline: Baseline,
-                                                                     mqtt_broker: PrivateMosquitto) -> None:
+                                                                     mqtt_broker: PrivateMosquitto,
+                                                                     sensor_model: None) -> None:
     # The broker sends at most `receive_maximum` unacknowledged messages: without the batched PUBACKs after
     # each commit the consumer would stall at 10 of the 60 windows.
     config = TelemetrySettings(batch_size=5, batch_wait_ms=5, receive_maximum=10)

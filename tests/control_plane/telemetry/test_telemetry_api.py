@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi.testclient import TestClient
 
 from control_plane.drift.baseline import Baseline
@@ -10,12 +12,13 @@ from tests.control_plane.telemetry.test_ingest import windows
 
 
 def test_http_ingest_is_device_scoped_and_idempotent(client: TestClient, make_headers: TokenFactory,
-                                                     dataset_id: str, baseline: Baseline) -> None:
+                                                     dataset_id: str, baseline: Baseline, sensor_model: None) -> None:
     device = make_headers("device", device_id="dev-1")
     messages = windows(baseline, count=3)
     first = client.post("/api/v1/telemetry/windows", json=messages, headers=device)
     assert first.status_code == 200, first.text
-    assert first.json() == {"received": 3, "stored": 3, "duplicates": 0, "quarantined": {}}
+    assert first.json() == {"received": 3, "stored": 3, "duplicates": 0, "quarantined": {},
+                            "windows": [{"status": "stored", "window_seq": seq, "reason": None} for seq in (1, 2, 3)]}
     single = client.post("/api/v1/telemetry/windows", json=messages[0], headers=device)
     assert single.json()["duplicates"] == 1
 
@@ -35,7 +38,7 @@ def test_http_ingest_is_device_scoped_and_idempotent(client: TestClient, make_he
     assert stats["process"]["http"]["duplicates"] == 1
 
 
-def test_labels_attach_to_windows(client: TestClient, make_headers: TokenFactory, dataset_id: str,
+def test_labels_attach_to_windows(client: TestClient, make_headers: TokenFactory, dataset_id: str, sensor_model: None,
                                   baseline: Baseline, operator_headers: dict[str, str]) -> None:
     device = make_headers("device", device_id="dev-1")
     messages = windows(baseline, count=2)
@@ -52,3 +55,24 @@ def test_labels_attach_to_windows(client: TestClient, make_headers: TokenFactory
     negative = {"labels": [{"device_id": "dev-1", "window_seq": 1, "confusion": [[0, 0, -1]]}]}
     assert client.post("/api/v1/telemetry/labels", json=negative, headers=operator_headers).status_code == 422
     assert client.post("/api/v1/telemetry/labels", json=body, headers=device).status_code == 403
+
+
+def test_http_ingest_answers_per_window_and_a_bad_one_costs_no_good_one(
+        client: TestClient, make_headers: TokenFactory, dataset_id: str, baseline: Baseline,
+        sensor_model: None) -> None:
+    device = make_headers("device", device_id="dev-1")
+    good = windows(baseline, count=6, rows=20)
+    spoiled = [{**good[1], "window_seq": 2**63}, {**good[2], "model": {"name": "x" * 300, "version": 1}},
+               {**good[3], "model": {"name": "sensor-clf", "version": 2**31}}, {**good[4], "window_start": -1e308}]
+    response = client.post("/api/v1/telemetry/windows", json=[good[0], *spoiled, good[5]], headers=device)
+    assert response.status_code == 200, response.text
+    results = response.json()["windows"]
+    assert [r["status"] for r in results] == ["stored", *["quarantined"] * 4, "stored"]
+    assert [r["reason"] for r in results] == [None, "out_of_range", "bad_model", "bad_model", "implausible_time", None]
+    # A body nested past what any JSON parser walks cannot be split into windows: a clear 400, nothing stored.
+    body = json.dumps([good[2], {"deep": "DEEP"}]).encode().replace(b'"DEEP"', b"[" * 100_000 + b"]" * 100_000)
+    deep = client.post("/api/v1/telemetry/windows", content=body,
+                       headers={**device, "content-type": "application/json"})
+    assert deep.status_code == 400, deep.text
+    listed = client.get("/api/v1/telemetry/windows", params={"device_id": "dev-1"}, headers=make_headers("viewer"))
+    assert sorted(w["window_seq"] for w in listed.json()) == [good[0]["window_seq"], good[5]["window_seq"]]
