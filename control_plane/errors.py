@@ -156,7 +156,8 @@ async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
-    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+            422: "invalid"}.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 

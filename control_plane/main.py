@@ -13,6 +13,7 @@ from control_plane.api import include_api_routers
 from control_plane.db.session import Database
 from control_plane.errors import ServiceUnavailable, install_error_handlers
 from control_plane.fleet.bridge import fleet_bridge
+from control_plane.limits import RequestGuard, body_limits
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
 from control_plane.retention import RetentionPolicy, retention_worker
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit_signer = Signer.load_or_create(settings.audit_key_path or settings.keys_dir / "audit.pem")
     install_error_handlers(app)
     include_api_routers(app)
+    app.add_middleware(RequestGuard, limits=body_limits(settings))  # before routing, parsing and authentication
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
