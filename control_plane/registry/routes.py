@@ -13,6 +13,7 @@ from control_plane.deps import Reader, ReaderOrDevice, SessionDep, Writer, json_
 from control_plane.errors import MAX_DB_INT, PayloadTooLarge, error_responses
 from control_plane.fleet.service import require_manifest_for
 from control_plane.registry import artifacts, service
+from control_plane.registry.download import ArtifactFileResponse
 from control_plane.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from control_plane.registry.schemas import (
     AliasRead,
@@ -218,13 +219,14 @@ async def upload_blob(
 @router.get("/artifacts/sha256/{sha256}", response_class=FileResponse, responses={
     200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
     **error_responses(416)})
-def download_blob(sha256: Sha256, request: Request, session: SessionDep, caller: ReaderOrDevice) -> FileResponse:
+def download_blob(sha256: Sha256, request: Request, session: SessionDep,
+                  caller: ReaderOrDevice) -> ArtifactFileResponse:
     """Download artifact bytes; supports Range so devices resume interrupted downloads."""
     artifacts.get_blob(session=session, sha256=sha256)
     if caller.role == Role.DEVICE:  # A device may fetch only what one of its manifests names.
         require_manifest_for(session=session, device_id=caller.device_id, sha256=sha256)
     path = artifact_store(request).open_existing(sha256)
-    return FileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+    return ArtifactFileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
 
 
 @router.post("/models/{name}/versions/{version}/artifacts", status_code=status.HTTP_201_CREATED,
