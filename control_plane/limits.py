@@ -9,8 +9,9 @@ parsed and held before its 401. ``RequestGuard`` is a pure ASGI middleware in fr
   ``http.request`` message, stopping the request with 413 the moment the count passes the limit;
 - answers 401 to a request with a body on an authenticated /api/v1 route unless its bearer token is valid, before
   one byte of the body is read (the principal it found is handed to ``deps.Authorize``, so there is one lookup);
-- answers 422 to a JSON body that holds ``NaN``/``Infinity`` (Python's parser accepts them; JSON does not) or an
-  escaped NUL character, except on routes that validate each item themselves (telemetry quarantines per window).
+- answers 422 to a JSON body that holds ``NaN``/``Infinity`` (Python's parser accepts them; JSON does not), a
+  number that overflows a float (``1e999``, parsed as infinity and stored as null) or an escaped NUL character,
+  except on routes that validate each item themselves (telemetry quarantines per window).
 
 Every answer uses the shared JSON error body (control_plane.errors).
 """
@@ -18,6 +19,7 @@ Every answer uses the shared JSON error body (control_plane.errors).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,9 +38,10 @@ from control_plane.settings import Settings
 
 API_PREFIX = "/api/v1/"
 PRINCIPAL_SCOPE_KEY = "edgeloop.principal"
-# Bytes that can only mean NaN, ±Infinity or an escaped NUL in a JSON text (checked precisely when seen).
-_SUSPECT_TOKENS = (b"NaN", b"Infinity", b"\\u0000")
-_TOKEN_OVERLAP = max(len(token) for token in _SUSPECT_TOKENS) - 1
+# What may be NaN, ±Infinity, a number too large for a float (1e999 parses as inf) or an escaped NUL in a JSON
+# text; a body with none of these needs no second look, one with any is parsed once more to decide exactly.
+_SUSPECT = re.compile(rb"NaN|Infinity|\\u0000|[eE]\+?\d{3}|\d{309}")
+_SUSPECT_OVERLAP = 320  # bytes kept between chunks, so a token split across two is still seen
 
 
 class BodyTooLarge(HTTPException):
@@ -113,6 +116,13 @@ def _refuse_constant(name: str) -> Any:
     raise BodyNotJson(f"the JSON body holds {name}, which JSON does not allow; send a finite number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyNotJson(f"the JSON body holds {text[:40]}, which is too large for a 64-bit float")
+    return value
+
+
 def _refuse_nul_strings(value: Any) -> None:
     stack = [value]
     while stack:
@@ -130,7 +140,7 @@ def _refuse_nul_strings(value: Any) -> None:
 def check_json_body(body: bytes) -> None:
     """Refuse NaN, ±Infinity and NUL characters in a JSON body; anything else is left to the route's parser."""
     try:
-        parsed = json.loads(body, parse_constant=_refuse_constant)
+        parsed = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return  # not JSON (or too deep for this check): FastAPI's own parse answers with the reason
     _refuse_nul_strings(parsed)
@@ -159,8 +169,8 @@ class _BodyReader:
         if self.check_json:
             self.chunks.append(chunk)
             window = self.tail + chunk
-            self.suspect = self.suspect or any(token in window for token in _SUSPECT_TOKENS)
-            self.tail = window[-_TOKEN_OVERLAP:]
+            self.suspect = self.suspect or _SUSPECT.search(window) is not None
+            self.tail = window[-_SUSPECT_OVERLAP:]
             if not message.get("more_body", False):
                 if self.suspect:  # rare: a string mentioning NaN, say; parse once more to decide exactly
                     check_json_body(b"".join(self.chunks))

@@ -105,6 +105,7 @@ def test_nul_in_path_or_query_is_422(client: TestClient, admin_headers: dict[str
 
 
 @pytest.mark.parametrize("raw", [b'{"name": "m", "tags": {"a": NaN}}', b'{"name": "m", "tags": {"a": -Infinity}}',
+                                 b'{"name": "m", "tags": {"a": 1e999}}', b'{"name": "m", "tags": {"a": [-2.5E+400]}}',
                                  b'{"name": "m", "description": "a\\u0000b"}', b'{"name": "m\\u0000"}'])
 def test_json_that_cannot_be_stored_is_422(client: TestClient, admin_headers: dict[str, str], raw: bytes) -> None:
     response = client.post("/api/v1/models", content=raw,
