@@ -217,18 +217,19 @@ class RequestGuard:
         if _has_nul(scope):
             await _send_error(send, 422, "invalid", "the path or query string contains a NUL character")
             return
-        method, path = scope["method"], scope["path"]
-        rule = self.limits.rule_for(method, path)
         declared = _header(scope, b"content-length")
         if declared is not None and not declared.strip().isdigit():
             await _send_error(send, 400, "bad_request", "Content-Length is not a number")
             return
+        if not ((declared is not None and int(declared) > 0) or _header(scope, b"transfer-encoding") is not None):
+            await self.app(scope, receive, send)  # no body: nothing to count, and the route authenticates as usual
+            return
+        rule = self.limits.rule_for(scope["method"], scope["path"])
         if declared is not None and rule.max_bytes is not None and int(declared) > rule.max_bytes:
             await _send_error(send, 413, "payload_too_large",
                               f"request body exceeds the {rule.max_bytes}-byte limit", limit=rule.max_bytes)
             return
-        has_body = (declared is not None and int(declared) > 0) or _header(scope, b"transfer-encoding") is not None
-        if has_body and path.startswith(API_PREFIX) and self._requires_token(scope):
+        if scope["path"].startswith(API_PREFIX) and self._requires_token(scope):
             refusal = self._authenticate(scope)
             if refusal is not None:
                 await _send_error(send, 401, "unauthenticated", refusal)
