@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StrictInt
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -118,3 +120,16 @@ def json_size_cap(max_bytes: int) -> AfterValidator:
 # Free-form JSON objects with a size cap as well (checked after the depth, NUL and number checks).
 SmallJson = Annotated[dict[str, Any], AfterValidator(refuse_nul_deep), json_size_cap(SMALL_JSON_MAX_BYTES)]
 LargeJson = Annotated[dict[str, Any], AfterValidator(refuse_nul_deep), json_size_cap(LARGE_JSON_MAX_BYTES)]
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def refuse_number_as_datetime(value: Any) -> Any:
+    """Refuse a number (or numeric text) where a date-time is expected: pydantic would read it as Unix time."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z, not a number")
+    return value
+
+
+# A date-time parameter: ISO 8601 text only, never a bare number silently read as seconds since 1970.
+ParamDateTime = Annotated[datetime, BeforeValidator(refuse_number_as_datetime)]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from control_plane.alerts import service
 from control_plane.alerts.schemas import AlertCheck, AlertNote, AlertPage, AlertRead, AlertState, Severity
-from control_plane.constraints import Name, ParamNonNegativeInt64, ParamPositiveInt32
+from control_plane.constraints import Name, ParamDateTime, ParamNonNegativeInt64, ParamPositiveInt32
 from control_plane.deps import Reader, SessionDep, Writer
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -26,7 +25,7 @@ def list_alerts(
     check: AlertCheck | None = None,
     feature: Annotated[str | None, Query(max_length=200)] = None,
     deployment_id: Annotated[str | None, Query(max_length=40)] = None,
-    since: datetime | None = None,
+    since: ParamDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: ParamNonNegativeInt64 = 0,
 ) -> AlertPage:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import select
 
 from control_plane.audit import service as audit
-from control_plane.constraints import Name, ParamPositiveInt32
+from control_plane.constraints import Name, ParamDateTime, ParamPositiveInt32
 from control_plane.deps import Reader, SessionDep, Writer
 from control_plane.drift import monitor as monitors
 from control_plane.drift import service
@@ -64,7 +63,7 @@ def report(
     request: Request, session: SessionDep, _: Reader,
     model: Annotated[str, Query(min_length=1, max_length=200)],
     version: ParamPositiveInt32,
-    since: datetime | None = None, until: datetime | None = None,
+    since: ParamDateTime | None = None, until: ParamDateTime | None = None,
     bucket_seconds: Annotated[float, Query(gt=0, le=MAX_LOOKBACK_SECONDS, allow_inf_nan=False)] = 3600.0,
     device_group: Name | None = None, rollout_id: Name | None = None, deployment_id: Name | None = None,
     alpha: Annotated[float, Query(gt=0, lt=1, allow_inf_nan=False)] = 0.05,

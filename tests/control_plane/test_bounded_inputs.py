@@ -158,3 +158,14 @@ def test_nul_anywhere_in_the_url_is_422_on_every_engine(client: TestClient, admi
                                                         url: str) -> None:
     response = client.get(url, headers=admin_headers)
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.parametrize("since", ["-65920396", "1700000000", "1.5e9"])
+def test_a_number_is_not_silently_read_as_a_date(client: TestClient, admin_headers: dict[str, str],
+                                                 since: str) -> None:
+    assert client.get(f"{API}/alerts", params={"since": since}, headers=admin_headers).status_code == 422
+    response = client.get(f"{API}/drift/report", params={"model": "m", "version": 1, "until": since},
+                          headers=admin_headers)
+    assert response.status_code == 422 and "ISO 8601" in response.text
+    iso = client.get(f"{API}/alerts", params={"since": "2026-01-31T12:00:00Z"}, headers=admin_headers)
+    assert iso.status_code == 200
