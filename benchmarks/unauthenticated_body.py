@@ -1,11 +1,11 @@
 """A large body without a token: how long until its answer, and how /healthz answers meanwhile.
 
 Starts the control plane (uvicorn, one worker, SQLite) from a source tree, sends ``--mb`` MB of JSON to
-``POST /api/v1/models`` with no token as fast as the socket takes it, and probes ``/healthz`` every 50 ms on another
-connection until the big request is answered. Run it against an old checkout to compare:
+``POST --path`` (default /api/v1/models) with no token as fast as the socket takes it, and probes ``/healthz``
+every 50 ms on another connection until the big request is answered. Run it against an old checkout to compare:
 ``python benchmarks/unauthenticated_body.py --tree /path/to/old/checkout``.
 
-Usage: ``python benchmarks/unauthenticated_body.py [--mb 57.6] [--tree DIR] [--quick]``
+Usage: ``python benchmarks/unauthenticated_body.py [--mb 57.6] [--path /api/v1/artifacts] [--tree DIR] [--quick]``
 """
 
 from __future__ import annotations
@@ -43,24 +43,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def big_request(port: int, megabytes: float) -> tuple[float, int, int]:
+def big_request(port: int, megabytes: float, path: str) -> tuple[float, int, int]:
     """Send the body without a token; return (seconds to the answer, status, bytes sent before it)."""
     size = int(megabytes * 1_000_000)
-    body_chunk = b'{"name": "m", "description": "' + b"x" * (1024 * 1024)
+    # Valid JSON (a model whose tags hold millions of small numbers), so a server that reads it also parses it:
+    # the costly shape for a JSON parser, as a hostile client would choose.
+    head, tail = b'{"name": "m", "tags": {"a": [', b'0]}}'
+    filler = b"0," * (512 * 1024)
     sent = 0
     answered = threading.Event()
     with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
         start = time.perf_counter()
-        connection.sendall(f"POST /api/v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                            f"Content-Length: {size}\r\n\r\n".encode())
 
         def send_body() -> None:
             nonlocal sent
             try:
-                while sent < size and not answered.is_set():
-                    chunk = body_chunk[: min(len(body_chunk), size - sent)]
+                connection.sendall(head)
+                sent += len(head)
+                while sent < size - len(tail) and not answered.is_set():
+                    chunk = filler[: min(len(filler), size - len(tail) - sent)]
                     connection.sendall(chunk)
                     sent += len(chunk)
+                if not answered.is_set():
+                    connection.sendall(tail)
+                    sent += len(tail)
             except OSError:
                 pass  # the server answered and closed: it needed no more of the body
 
@@ -80,7 +88,7 @@ def big_request(port: int, megabytes: float) -> tuple[float, int, int]:
     return elapsed, status, sent_at_answer
 
 
-def run(tree: Path, megabytes: float) -> dict[str, object]:
+def run(tree: Path, megabytes: float, path: str) -> dict[str, object]:
     """Serve ``tree`` and measure one big unauthenticated request with /healthz probes alongside."""
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="edgeloop-bench-")
@@ -101,18 +109,20 @@ def run(tree: Path, megabytes: float) -> dict[str, object]:
 
         def probe() -> None:
             with httpx.Client(timeout=120) as client:
-                while not done.is_set():
+                while True:  # at least one probe, even when the big request is answered at once
                     start = time.perf_counter()
                     client.get(f"http://127.0.0.1:{port}/healthz")
                     probes.append((time.perf_counter() - start) * 1000)
+                    if done.is_set():
+                        return
                     time.sleep(0.05)
 
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
-        elapsed, status, sent = big_request(port, megabytes)
+        elapsed, status, sent = big_request(port, megabytes, path)
         done.set()
         prober.join(timeout=130)
-        return {"tree": str(tree), "body_mb": megabytes, "status": status, "answer_s": round(elapsed, 3),
+        return {"tree": str(tree), "path": path, "body_mb": megabytes, "status": status, "answer_s": round(elapsed, 3),
                 "body_bytes_sent_before_answer": sent, "healthz_probes": len(probes),
                 "healthz_p50_ms": round(statistics.median(probes), 1) if probes else None,
                 "healthz_max_ms": round(max(probes), 1) if probes else None}
@@ -126,9 +136,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=57.6)
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree to serve (default: this one)")
+    parser.add_argument("--path", default="/api/v1/models",
+                        help="route to post to (/api/v1/artifacts: under the artifact limit, so only the token check"
+                             " can refuse it)")
     parser.add_argument("--quick", action="store_true", help="a 10 MB body")
     args = parser.parse_args()
-    result = run(args.tree.resolve(), 10.0 if args.quick else args.mb)
+    result = run(args.tree.resolve(), 10.0 if args.quick else args.mb, args.path)
     result["load_average"] = os.getloadavg()
     print(json.dumps(result))
 

@@ -17,6 +17,7 @@ import contextlib
 import os
 from collections import Counter, defaultdict
 
+import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
@@ -105,6 +106,7 @@ def run_operation(operation: schemathesis.APIOperation, mode: GenerationMode, fa
         exercise()
 
 
+@pytest.mark.slow  # about 75 s on SQLite and 150 s on PostgreSQL at a load average of 14 on 2 cores
 def test_every_operation_conforms(app: FastAPI, admin_headers: dict[str, str]) -> None:
     # The token goes in as the OpenAPI security scheme's credentials, so negative cases that drop or mangle the
     # Authorization header are recognised as auth cases rather than as accepted invalid input.
