@@ -161,3 +161,13 @@ def test_a_large_unauthenticated_upload_is_answered_without_sending_it(live_serv
         assert read_status(upload) in (401, 413)
         # The upload's connection is still open; the server answers others meanwhile.
         assert httpx.get(f"http://{live_server}/healthz", timeout=60).json() == {"status": "ok"}
+
+
+def test_telemetry_windows_keep_their_per_window_quarantine(client: TestClient, make_headers: Any) -> None:
+    # One bad window must not cost the others, so the guard leaves this route's JSON to the ingest's own checks.
+    device = make_headers("device", device_id="dev-1")
+    raw = b'[{"calls": NaN}, {"device_id": "dev-1"}]'
+    response = client.post("/api/v1/telemetry/windows", content=raw,
+                           headers={"content-type": "application/json", **device})
+    assert response.status_code == 200, response.text
+    assert response.json()["received"] == 2 and sum(response.json()["quarantined"].values()) == 2
