@@ -16,6 +16,7 @@ from control_plane.auth.roles import Scope
 from control_plane.auth.schemas import Principal
 from control_plane.db.session import Database
 from control_plane.errors import Forbidden, Unauthenticated
+from control_plane.limits import authenticated_before_body
 from control_plane.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -92,10 +93,12 @@ class Authorize:
         if credentials is None:
             raise Unauthenticated("missing bearer token")
         database = get_database(request)
-        if database.is_sqlite and request.method not in READ_METHODS:
+        # A request with a body had its token checked by RequestGuard before the body was read: one lookup, not two.
+        principal = authenticated_before_body(request.scope, credentials.credentials)
+        if principal is None and database.is_sqlite and request.method not in READ_METHODS:
             with database.engine.connect() as connection:
                 principal = auth_service.authenticate(connection=connection, bearer=credentials.credentials)
-        else:
+        elif principal is None:
             principal = auth_service.authenticate(connection=session.connection(), bearer=credentials.credentials)
         if self.scopes and not self.scopes & principal.scopes:
             wanted = sorted(s.value for s in self.scopes)

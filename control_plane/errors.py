@@ -118,7 +118,8 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # What any authenticated API route may answer besides success; clients generated from the schema need these.
-API_ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 422)
+# 413: control_plane.limits refuses a body past its route's limit before the route sees it.
+API_ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 413, 422)
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -161,7 +162,8 @@ async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
-    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+            422: "invalid"}.get(exc.status_code, "http_error")
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
 

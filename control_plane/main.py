@@ -18,6 +18,7 @@ from control_plane.events.hub import event_workers
 from control_plane.fleet.bridge import fleet_bridge
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.keys.service import KeyStore
+from control_plane.limits import RequestGuard, body_limits
 from control_plane.private_files import ensure_private_dir
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     include_api_routers(app)
     install_ui(app, settings)
+    app.add_middleware(RequestGuard, limits=body_limits(settings))  # before routing, parsing and authentication
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, description="Base URL devices use to reach this API.")
 
     max_artifact_bytes: int = 256 * 1024 * 1024
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description=(
+        "Largest request body, counted while it is read (413 past it); see docs/api-limits.md."))
+    max_bulk_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description=(
+        "Largest body of the bulk routes (telemetry windows and labels, exact drift, datasets)."))
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0, description="How often to sign the audit head.")
     audit_key_path: Path | None = None
     audit_checkpoint_file: Path | None = Field(default=None, description=(

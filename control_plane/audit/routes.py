@@ -11,8 +11,9 @@ from fastapi.responses import StreamingResponse
 from control_plane.audit import service
 from control_plane.audit.checkpoints import CheckpointSink, checkpoint_once, load_checkpoint_file
 from control_plane.audit.schemas import AuditEntryRead, CheckpointRead, PublicKeyRead, VerifyReport
+from control_plane.constraints import ParamNonNegativeInt64
 from control_plane.deps import Admin, DatabaseDep, Reader, SessionDep
-from control_plane.errors import MAX_DB_INT, Conflict
+from control_plane.errors import Conflict
 from control_plane.signing import Signer
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -27,7 +28,7 @@ def _signer(request: Request) -> Signer:
 def list_entries(
     session: SessionDep,
     _: Reader,
-    after_seq: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+    after_seq: ParamNonNegativeInt64 = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=100)] = None,
     resource_type: Annotated[str | None, Query(max_length=50)] = None,

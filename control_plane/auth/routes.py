@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from control_plane.auth import service
 from control_plane.auth.schemas import TokenCreate, TokenCreated, TokenRead, WhoAmI
+from control_plane.constraints import Name
 from control_plane.deps import Admin, Authenticated, SessionDep
 
 router = APIRouter(tags=["auth"])
@@ -31,6 +32,6 @@ def list_tokens(session: SessionDep, _: Admin) -> list[TokenRead]:
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenRead)
-def revoke_token(token_id: str, session: SessionDep, caller: Admin) -> TokenRead:
+def revoke_token(token_id: Name, session: SessionDep, caller: Admin) -> TokenRead:
     """Revoke a token."""
     return TokenRead.model_validate(service.revoke_token(session=session, token_id=token_id, actor=caller.actor))

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import select
 
 from control_plane.audit import service as audit
+from control_plane.constraints import Name, ParamDateTime, ParamPositiveInt32
 from control_plane.deps import Reader, SessionDep, Writer
 from control_plane.drift import monitor as monitors
 from control_plane.drift import service
 from control_plane.drift.models import DriftMonitor
 from control_plane.drift.schemas import (
+    MAX_LOOKBACK_SECONDS,
     DriftReportRead,
     EvaluateRequest,
     EvaluateResult,
@@ -61,11 +62,11 @@ def exact(body: ExactRequest, session: SessionDep, _: Reader) -> dict[str, Any]:
 def report(
     request: Request, session: SessionDep, _: Reader,
     model: Annotated[str, Query(min_length=1, max_length=200)],
-    version: Annotated[int, Query(ge=1)],
-    since: datetime | None = None, until: datetime | None = None,
-    bucket_seconds: Annotated[float, Query(gt=0)] = 3600.0,
-    device_group: str | None = None, rollout_id: str | None = None, deployment_id: str | None = None,
-    alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
+    version: ParamPositiveInt32,
+    since: ParamDateTime | None = None, until: ParamDateTime | None = None,
+    bucket_seconds: Annotated[float, Query(gt=0, le=MAX_LOOKBACK_SECONDS, allow_inf_nan=False)] = 3600.0,
+    device_group: Name | None = None, rollout_id: Name | None = None, deployment_id: Name | None = None,
+    alpha: Annotated[float, Query(gt=0, lt=1, allow_inf_nan=False)] = 0.05,
 ) -> DriftReportRead:
     """Return per-feature drift of a model version per time bucket (default: the last 24 h in 1 h buckets)."""
     end = until.timestamp() if until else time.time()
@@ -100,7 +101,7 @@ def _create_monitor(session: Any, body: MonitorCreate, actor: str) -> DriftMonit
 
 
 @router.get("/monitors", response_model=list[MonitorRead])
-def list_monitors(session: SessionDep, _: Reader, model: str | None = None) -> list[MonitorRead]:
+def list_monitors(session: SessionDep, _: Reader, model: Name | None = None) -> list[MonitorRead]:
     """List monitors."""
     query = select(DriftMonitor).order_by(DriftMonitor.model_name, DriftMonitor.created_at)
     rows = session.scalars(query.where(DriftMonitor.model_name == model) if model else query)
@@ -108,7 +109,7 @@ def list_monitors(session: SessionDep, _: Reader, model: str | None = None) -> l
 
 
 @router.get("/monitors/{monitor_id}", response_model=MonitorRead)
-def get_monitor(monitor_id: str, session: SessionDep, _: Reader) -> MonitorRead:
+def get_monitor(monitor_id: Name, session: SessionDep, _: Reader) -> MonitorRead:
     """Return one monitor."""
     monitor = session.get(DriftMonitor, monitor_id)
     if monitor is None:

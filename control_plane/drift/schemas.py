@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
+from control_plane.constraints import FiniteFloat, Name, NonNegativeInt32, NonNegativeInt64, PositiveInt32
 from control_plane.drift.selection import Correction, Method
 
 MAX_EXACT_VALUES = 5_000_000  # rows x columns of one exact comparison, both sides together
@@ -27,6 +28,8 @@ def _refuse_inexact_integers(rows: Any, name: str) -> None:
             if type(value) is int and not -EXACT_INTEGER_LIMIT <= value <= EXACT_INTEGER_LIMIT:
                 raise ValueError(f"{name}[{i}][{j}]: integer beyond 2**53 cannot be compared exactly as a float64")
 
+MAX_FEATURES = 10_000
+MAX_LOOKBACK_SECONDS = 366 * 86_400.0
 
 class MonitorConfig(BaseModel):
     """Thresholds of one monitor; each check raises at one level and clears at a calmer one (hysteresis)."""
@@ -34,8 +37,8 @@ class MonitorConfig(BaseModel):
     # NaN and Infinity compare false with everything and cannot be stored as JSON: refused, never a 500.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    lookback_seconds: float = Field(default=3600.0, gt=0)
-    min_samples: int = Field(default=200, ge=1, description="Rows (or labelled rows) before a check is evaluated.")
+    lookback_seconds: float = Field(default=3600.0, gt=0, le=MAX_LOOKBACK_SECONDS)
+    min_samples: PositiveInt32 = Field(default=200, description="Rows (or labelled rows) before a check is evaluated.")
     alpha: float = Field(default=0.01, gt=0, lt=1, description="Significance after the correction.")
     correction: Correction = "bh"
     psi_raise: float = Field(default=0.2, gt=0)
@@ -51,8 +54,8 @@ class MonitorConfig(BaseModel):
     latency_p95_ms_clear: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
     accuracy_drop: float = Field(default=0.05, ge=0, le=1, description="Below the version's metrics.accuracy by this.")
-    raise_after: int = Field(default=2, ge=1, description="Consecutive raising evaluations before an alert opens.")
-    clear_after: int = Field(default=3, ge=1, description="Consecutive calm evaluations before it auto-resolves.")
+    raise_after: PositiveInt32 = Field(default=2, description="Consecutive raising evaluations before an alert opens.")
+    clear_after: PositiveInt32 = Field(default=3, description="Consecutive calm evaluations before it auto-resolves.")
 
     @model_validator(mode="after")
     def _bands(self) -> MonitorConfig:
@@ -73,8 +76,8 @@ class MonitorCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_name: Annotated[str, Field(min_length=1, max_length=200)]
-    model_version: Annotated[int | None, Field(ge=1)] = None
+    model_name: Name
+    model_version: PositiveInt32 | None = None
     deployment_id: Annotated[str | None, Field(max_length=40)] = None
     config: MonitorConfig = Field(default_factory=MonitorConfig)
     enabled: bool = True
@@ -101,8 +104,8 @@ class EvaluateRequest(BaseModel):
     # strict: JSON true is not version 1 (lax mode would coerce it; found by schemathesis).
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model_name: str | None = None
-    model_version: Annotated[int | None, Field(ge=1)] = None
+    model_name: Name | None = None
+    model_version: PositiveInt32 | None = None
 
 
 class CheckOutcome(BaseModel):
@@ -129,9 +132,9 @@ class EvaluateResult(BaseModel):
 class ExactReference(BaseModel):
     """Either a registered dataset's baseline (binned comparison) or raw reference rows (exact)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    dataset_id: str | None = None
+    dataset_id: Name | None = None
     rows: Rows | None = None
 
     @model_validator(mode="before")
@@ -151,16 +154,16 @@ class ExactReference(BaseModel):
 class ExactRequest(BaseModel):
     """Raw samples to compare: `current` rows against a reference."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     reference: ExactReference
     current: Annotated[Rows, Field(min_length=1)]
-    feature_names: list[str] | None = None
-    categorical: list[StrictInt] = Field(default_factory=list)
+    feature_names: Annotated[list[Name], Field(max_length=MAX_FEATURES)] | None = None
+    categorical: Annotated[list[NonNegativeInt32], Field(max_length=MAX_FEATURES)] = Field(default_factory=list)
     method: Method = "auto"
     alpha: float = Field(default=0.05, gt=0, lt=1)
     correction: Correction = "bh"
-    min_samples: int = Field(default=30, ge=1)
+    min_samples: PositiveInt32 = 30
     min_effect: float = Field(default=0.025, ge=0, le=1, description="KS D / total variation a change must "
                               "significantly exceed (docs/drift.md, Decision rule); 0 gives the plain tests.")
 
@@ -222,8 +225,9 @@ class LabelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device_id: Annotated[str, Field(min_length=1, max_length=200)]
-    window_seq: Annotated[int, Field(ge=0)]
-    confusion: Annotated[list[tuple[float, float, Annotated[int, Field(ge=0)]]], Field(min_length=1, max_length=10_000)]
+    window_seq: NonNegativeInt64
+    confusion: Annotated[list[tuple[FiniteFloat, FiniteFloat, NonNegativeInt64]],
+                         Field(min_length=1, max_length=10_000)]
 
 
 class LabelsCreate(BaseModel):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 
+from control_plane.constraints import Name as Identifier
 from control_plane.deps import Reader, SessionDep, SettingsDep, Writer
 from control_plane.evals import datasets, service
 from control_plane.evals.models import EvalDataset, EvalDatasetVersion, EvalRun
@@ -79,13 +80,13 @@ def list_datasets(session: SessionDep, _: Reader, limit: Limit = 100) -> list[Da
 
 
 @router.get("/eval-datasets/{name}", response_model=list[DatasetVersionRead])
-def list_dataset_versions(name: str, session: SessionDep, _: Reader) -> list[DatasetVersionRead]:
+def list_dataset_versions(name: Identifier, session: SessionDep, _: Reader) -> list[DatasetVersionRead]:
     """List a dataset's versions, oldest first."""
     return [dataset_version_read(v) for v in datasets.get_dataset(session=session, name=name).versions]
 
 
 @router.get("/eval-datasets/{name}/versions/{version}", response_model=DatasetVersionRead)
-def get_dataset_version(name: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep,
+def get_dataset_version(name: Identifier, version: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep,
                         _: Reader) -> DatasetVersionRead:
     """Return one dataset version with its samples."""
     found = datasets.resolve(session=session, ref=f"{name}@{version}")
@@ -102,7 +103,7 @@ def create_run(body: EvalRunCreate, request: Request, session: SessionDep, setti
 
 
 @router.get("/eval-runs", response_model=list[EvalRunRead])
-def list_runs(session: SessionDep, _: Reader, prompt_version_id: str | None = None,
+def list_runs(session: SessionDep, _: Reader, prompt_version_id: Identifier | None = None,
               limit: Limit = 100) -> list[EvalRunRead]:
     """List eval runs, newest first."""
     return [run_read(session, r) for r in service.list_runs(session=session, prompt_version_id=prompt_version_id,
@@ -110,13 +111,13 @@ def list_runs(session: SessionDep, _: Reader, prompt_version_id: str | None = No
 
 
 @router.get("/eval-runs/compare", response_model=RunComparison)
-def compare_runs(session: SessionDep, _: Reader, base: Annotated[str, Query(min_length=1)],
-                 head: Annotated[str, Query(min_length=1)]) -> RunComparison:
+def compare_runs(session: SessionDep, _: Reader, base: Annotated[str, Query(min_length=1, max_length=200)],
+                 head: Annotated[str, Query(min_length=1, max_length=200)]) -> RunComparison:
     """Compare two runs: per-metric deltas and per-sample pass/fail flips."""
     return service.compare(session=session, base_id=base, head_id=head)
 
 
 @router.get("/eval-runs/{run_id}", response_model=EvalRunRead)
-def get_run(run_id: str, session: SessionDep, _: Reader) -> EvalRunRead:
+def get_run(run_id: Identifier, session: SessionDep, _: Reader) -> EvalRunRead:
     """Return one run with its per-sample results and claim verdicts."""
     return run_read(session, service.get_run(session=session, run_id=run_id), with_samples=True)

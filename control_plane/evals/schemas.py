@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane.constraints import FiniteFloat, Label, SmallJson
+
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 DatasetRef = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@\d+)?$")]
 PromptRef = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[a-z0-9_-]+)?$")]
@@ -14,7 +16,7 @@ PromptRef = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^[A-Za-
 MAX_ANSWER_CHARS = 100_000
 LongText = Annotated[str, Field(max_length=MAX_ANSWER_CHARS)]
 # chromadb's own rule for collection names, checked here so a bad name is a 422 rather than a store error.
-CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,198}[A-Za-z0-9]$")]
+CollectionName = Annotated[str, Field(max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,198}[A-Za-z0-9]$")]
 ScorerTier = Literal["auto", "offline", "llm"]
 RetrievalMode = Literal["dense", "lexical", "hybrid"]
 REQUIRED_COLUMNS = ("question",)
@@ -35,8 +37,8 @@ class EvalSample(StrictModel):
     answer: LongText | None = None
     reference_answer: LongText | None = None
     relevant_sources: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=50)
-    variables: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[str, Any] = Field(default_factory=dict)
+    variables: SmallJson = Field(default_factory=dict)
+    labels: SmallJson = Field(default_factory=dict)
 
 
 class DatasetVersionCreate(StrictModel):
@@ -69,8 +71,8 @@ class DatasetRead(BaseModel):
 
 
 class Thresholds(StrictModel):
-    minimums: dict[str, float] = Field(default_factory=dict)
-    maximums: dict[str, float] = Field(default_factory=dict)
+    minimums: Annotated[dict[Label, FiniteFloat], Field(max_length=100)] = Field(default_factory=dict)
+    maximums: Annotated[dict[Label, FiniteFloat], Field(max_length=100)] = Field(default_factory=dict)
 
 
 class EvalRunCreate(StrictModel):

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import PlainTextResponse
+from pydantic import Field
 
 from control_plane.auth.roles import Role
+from control_plane.constraints import Label, Name, ParamNonNegativeInt64
 from control_plane.deps import (
     Admin,
     Approver,
@@ -60,9 +62,10 @@ def provision_device(body: DeviceCreate, request: Request, session: SessionDep, 
 
 @router.get("/devices", response_model=list[DeviceRead])
 def list_devices(
-    session: SessionDep, _: Reader, group: str | None = None,
-    label: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
-    online: bool | None = None, limit: Limit = 1000, offset: Annotated[int, Query(ge=0)] = 0,
+    session: SessionDep, _: Reader, group: Name | None = None,
+    label: Annotated[list[Annotated[str, Field(max_length=301)]] | None,
+                     Query(description="key=value, repeatable", max_length=100)] = None,
+    online: bool | None = None, limit: Limit = 1000, offset: ParamNonNegativeInt64 = 0,
 ) -> list[DeviceRead]:
     """List devices with desired and reported state."""
     devices = service.list_devices(session=session, group=group, labels=_parse_labels(label), online=online,
@@ -71,7 +74,7 @@ def list_devices(
 
 
 @router.get("/devices/{device_id}", response_model=DeviceRead)
-def get_device(device_id: str, session: SessionDep, caller: ReaderOrDevice) -> DeviceRead:
+def get_device(device_id: Name, session: SessionDep, caller: ReaderOrDevice) -> DeviceRead:
     """Return one device (a device token may read only its own)."""
     if caller.role == Role.DEVICE:
         require_device(caller, device_id)
@@ -79,7 +82,7 @@ def get_device(device_id: str, session: SessionDep, caller: ReaderOrDevice) -> D
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceRead)
-def update_device(device_id: str, body: DeviceUpdate, session: SessionDep, settings: SettingsDep, caller: Writer
+def update_device(device_id: Name, body: DeviceUpdate, session: SessionDep, settings: SettingsDep, caller: Writer
                   ) -> DeviceRead:
     """Change a device's name, group or labels (into or out of the protected set: approvers only)."""
     return service.device_read(service.update_device(session=session, device_id=device_id, request=body,
@@ -88,14 +91,14 @@ def update_device(device_id: str, body: DeviceUpdate, session: SessionDep, setti
 
 
 @router.post("/devices/{device_id}/token", response_model=DeviceProvisioned)
-def rotate_device_token(device_id: str, request: Request, session: SessionDep, caller: Admin) -> DeviceProvisioned:
+def rotate_device_token(device_id: Name, request: Request, session: SessionDep, caller: Admin) -> DeviceProvisioned:
     """Revoke the device's token and issue a new one (admins only: whoever receives it can act as the device)."""
     device, secrets = service.rotate_token(session=session, device_id=device_id, actor=caller.actor)
     return service.provisioned(device, secrets, manifest_factory(request))
 
 
 @router.get("/devices/{device_id}/manifest", response_model=ManifestEnvelope)
-def get_device_manifest(device_id: str, session: SessionDep, caller: ReaderOrDevice) -> ManifestEnvelope:
+def get_device_manifest(device_id: Name, session: SessionDep, caller: ReaderOrDevice) -> ManifestEnvelope:
     """Return the newest signed manifest of a device (HTTP fallback to the retained MQTT message)."""
     if caller.role == Role.DEVICE:
         require_device(caller, device_id)
@@ -104,7 +107,7 @@ def get_device_manifest(device_id: str, session: SessionDep, caller: ReaderOrDev
 
 
 @router.get("/devices/{device_id}/events", response_model=list[DeviceEventRead])
-def list_device_events(device_id: str, session: SessionDep, _: Reader, limit: Limit = 100) -> list[DeviceEventRead]:
+def list_device_events(device_id: Name, session: SessionDep, _: Reader, limit: Limit = 100) -> list[DeviceEventRead]:
     """Return a device's received status events, newest first."""
     return [DeviceEventRead.model_validate(e) for e in service.list_events(session=session, device_id=device_id,
                                                                            limit=limit)]
@@ -146,33 +149,33 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
 
 
 @router.get("/rollouts", response_model=list[RolloutRead])
-def list_rollouts(session: SessionDep, _: Reader, state: str | None = None, limit: Limit = 100) -> list[RolloutRead]:
+def list_rollouts(session: SessionDep, _: Reader, state: Label | None = None, limit: Limit = 100) -> list[RolloutRead]:
     """List rollouts, newest first."""
     return [service.rollout_read(session, r) for r in service.list_rollouts(session=session, state=state,
                                                                             limit=limit)]
 
 
 @router.get("/rollouts/{rollout_id}", response_model=RolloutRead)
-def get_rollout(rollout_id: str, session: SessionDep, _: Reader) -> RolloutRead:
+def get_rollout(rollout_id: Name, session: SessionDep, _: Reader) -> RolloutRead:
     """Return a rollout with its progress."""
     return service.rollout_read(session, service.get_rollout(session=session, rollout_id=rollout_id))
 
 
 @router.get("/rollouts/{rollout_id}/devices", response_model=list[RolloutTargetRead])
-def list_rollout_devices(rollout_id: str, session: SessionDep, _: Reader) -> list[RolloutTargetRead]:
+def list_rollout_devices(rollout_id: Name, session: SessionDep, _: Reader) -> list[RolloutTargetRead]:
     """Return a rollout's devices in wave order with their state."""
     return [RolloutTargetRead.model_validate(t) for t in service.list_targets(session=session,
                                                                               rollout_id=rollout_id)]
 
 
 @router.post("/rollouts/{rollout_id}/pause", response_model=RolloutRead)
-def pause_rollout(rollout_id: str, body: RolloutAction, session: SessionDep, caller: Writer) -> RolloutRead:
+def pause_rollout(rollout_id: Name, body: RolloutAction, session: SessionDep, caller: Writer) -> RolloutRead:
     """Stop opening new waves."""
     return service.rollout_read(session, rollouts.pause(session, rollout_id, caller.actor, body.reason))
 
 
 @router.post("/rollouts/{rollout_id}/resume", response_model=RolloutRead)
-def resume_rollout(rollout_id: str, body: RolloutAction, request: Request, session: SessionDep, caller: Writer
+def resume_rollout(rollout_id: Name, body: RolloutAction, request: Request, session: SessionDep, caller: Writer
                    ) -> RolloutRead:
     """Continue a paused rollout."""
     rollout = rollouts.resume(session, manifest_factory(request), rollout_id, caller.actor, body.reason)
@@ -180,7 +183,7 @@ def resume_rollout(rollout_id: str, body: RolloutAction, request: Request, sessi
 
 
 @router.post("/rollouts/{rollout_id}/abort", response_model=RolloutRead)
-def abort_rollout(rollout_id: str, body: RolloutAction, request: Request, session: SessionDep, caller: Writer
+def abort_rollout(rollout_id: Name, body: RolloutAction, request: Request, session: SessionDep, caller: Writer
                   ) -> RolloutRead:
     """Stop the rollout for good; devices that had not confirmed it are sent back to their previous model."""
     rollout = rollouts.abort(session, manifest_factory(request), rollout_id, caller.actor, body.reason)
@@ -188,7 +191,7 @@ def abort_rollout(rollout_id: str, body: RolloutAction, request: Request, sessio
 
 
 @router.post("/rollouts/{rollout_id}/rollback", status_code=status.HTTP_201_CREATED, response_model=RolloutRead)
-def rollback_rollout(rollout_id: str, body: RollbackRequest, request: Request, session: SessionDep,
+def rollback_rollout(rollout_id: Name, body: RollbackRequest, request: Request, session: SessionDep,
                      caller: Approver) -> RolloutRead:
     """Return the devices this rollout reached to their previous model (an approver's decision)."""
     rollout = rollouts.rollback(session, manifest_factory(request), rollout_id, body.strategy, caller.actor,

@@ -8,10 +8,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from control_plane.constraints import LIST_MAX, Label, PositiveInt32, ShortText
+
 DeviceId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 GroupName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Labels = dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=200)]]
+Labels = Annotated[dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=200)]],
+                  Field(max_length=100)]
 
+# Past these a timeout or latency bound is a typo, and timedelta() would overflow long before the database.
+MAX_WAVE_TIMEOUT_S = 30 * 86_400.0
+MAX_LATENCY_MS = 3_600_000.0
 
 class RolloutState(StrEnum):
     """Rollout lifecycle: pending → in_progress ⇄ paused → succeeded | aborted | failed | rolled_back."""
@@ -61,13 +67,13 @@ class StrictModel(BaseModel):
 
 class DeviceCreate(StrictModel):
     id: DeviceId
-    name: str = ""
+    name: ShortText = ""
     group: GroupName | None = None
     labels: Labels = Field(default_factory=dict)
 
 
 class DeviceUpdate(StrictModel):
-    name: str | None = None
+    name: ShortText | None = None
     group: GroupName | None = None
     labels: Labels | None = None
 
@@ -100,7 +106,7 @@ class DeviceProvisioned(DeviceRead):
 class Selector(StrictModel):
     """Which devices a deployment targets; the given criteria are ANDed, at least one is required."""
 
-    device_ids: list[DeviceId] | None = None
+    device_ids: Annotated[list[DeviceId], Field(max_length=LIST_MAX * 100)] | None = None
     group: GroupName | None = None
     labels: Labels | None = None
 
@@ -121,12 +127,12 @@ class Strategy(StrictModel):
     """How to roll out: in one go, in percent waves, or exponentially growing waves, with health gates."""
 
     kind: StrategyKind = StrategyKind.ALL_AT_ONCE
-    waves: list[Annotated[float, Field(gt=0, le=100)]] | None = None
-    base_count: Annotated[int, Field(ge=1)] = 1
+    waves: Annotated[list[Annotated[float, Field(gt=0, le=100)]], Field(max_length=100)] | None = None
+    base_count: PositiveInt32 = 1
     increment_factor: Annotated[float, Field(gt=1, le=100)] = 2.0
     failure_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1
-    min_finished: Annotated[int, Field(ge=1)] = 1
-    wave_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    min_finished: PositiveInt32 = 1
+    wave_timeout_s: Annotated[float, Field(gt=0, le=MAX_WAVE_TIMEOUT_S)] = 600.0
 
     @model_validator(mode="after")
     def _waves_given(self) -> Strategy:
@@ -140,12 +146,12 @@ class Strategy(StrictModel):
 
 class DeploymentCreate(StrictModel):
     model: Annotated[str, Field(min_length=1, max_length=200)]
-    version: Annotated[int | None, Field(ge=1)] = None
+    version: PositiveInt32 | None = None
     alias: Annotated[str | None, Field(min_length=1, max_length=100)] = None
-    quantization: str | None = None
+    quantization: Label | None = None
     selector: Selector
     strategy: Strategy = Field(default_factory=Strategy)
-    max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+    max_latency_ms: Annotated[float | None, Field(gt=0, le=MAX_LATENCY_MS)] = None
 
     @model_validator(mode="after")
     def _one_version(self) -> DeploymentCreate:

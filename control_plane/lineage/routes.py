@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from control_plane.constraints import Name
 from control_plane.deps import Reader, SessionDep
 from control_plane.lineage import service
 from control_plane.lineage.schemas import Direction, LineageGraph, NodeKind
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/lineage", tags=["lineage"])
 @router.get("/{kind}/{node_id}", response_model=LineageGraph)
 def get_lineage(
     kind: NodeKind,
-    node_id: str,
+    node_id: Name,
     session: SessionDep,
     _: Reader,
     direction: Direction = Direction.BOTH,

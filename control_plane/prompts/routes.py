@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from control_plane.constraints import Name as Identifier
+from control_plane.constraints import ParamNonNegativeInt64
 from control_plane.deps import Admin, Approver, Proposer, Reader, SessionDep, SettingsDep, Writer
 from control_plane.errors import Invalid
 from control_plane.prompts import agent_runs, labels, service, sync
@@ -68,7 +70,7 @@ def create_prompt(body: PromptCreate, session: SessionDep, caller: Writer) -> Pr
 
 @router.get("/prompts", response_model=list[PromptRead])
 def list_prompts(
-    session: SessionDep, _: Reader, limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
+    session: SessionDep, _: Reader, limit: Limit = 100, offset: ParamNonNegativeInt64 = 0
 ) -> list[PromptRead]:
     """List prompts with their labels."""
     return [prompt_read(session, p) for p in service.list_prompts(session=session, limit=limit, offset=offset)]
@@ -84,40 +86,40 @@ def sync_prompts(session: SessionDep, settings: SettingsDep, caller: Admin) -> S
 
 
 @router.get("/prompts/{name}", response_model=PromptRead)
-def get_prompt(name: str, session: SessionDep, _: Reader) -> PromptRead:
+def get_prompt(name: Identifier, session: SessionDep, _: Reader) -> PromptRead:
     """Return one prompt with its labels."""
     return prompt_read(session, service.get_prompt(session=session, name=name))
 
 
 @router.put("/prompts/{name}/gate", response_model=PromptRead)
-def set_gate(name: str, body: GateConfig, session: SessionDep, caller: Approver) -> PromptRead:
+def set_gate(name: Identifier, body: GateConfig, session: SessionDep, caller: Approver) -> PromptRead:
     """Replace the eval gate protected labels must pass (approvers only: it guards production)."""
     gate = body.model_dump(exclude_none=True)
     return prompt_read(session, service.update_gate(session=session, name=name, gate=gate, actor=caller.actor))
 
 
 @router.post("/prompts/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionRead)
-def create_version(name: str, body: VersionCreate, session: SessionDep, caller: Writer) -> VersionRead:
+def create_version(name: Identifier, body: VersionCreate, session: SessionDep, caller: Writer) -> VersionRead:
     """Add an immutable version; content identical to an existing version is a 409."""
     version, _ = service.create_version(session=session, name=name, request=body, actor=caller.actor)
     return version_read(version)
 
 
 @router.get("/prompts/{name}/versions", response_model=list[VersionRead])
-def list_versions(name: str, session: SessionDep, _: Reader) -> list[VersionRead]:
+def list_versions(name: Identifier, session: SessionDep, _: Reader) -> list[VersionRead]:
     """List every version, oldest first."""
     return [version_read(v) for v in service.list_versions(session=session, name=name)]
 
 
 @router.get("/prompts/{name}/versions/{ref}", response_model=VersionRead)
-def get_version(name: str, ref: RefPath, session: SessionDep, _: Reader) -> VersionRead:
+def get_version(name: Identifier, ref: RefPath, session: SessionDep, _: Reader) -> VersionRead:
     """Return the version a number, label or 'latest' refers to."""
     return version_read(service.resolve(session=session, name=name, ref=ref))
 
 
 @router.get("/prompts/{name}/diff", response_model=DiffRead)
 def diff_versions(
-    name: str, session: SessionDep, _: Reader,
+    name: Identifier, session: SessionDep, _: Reader,
     from_ref: Annotated[str, Query(alias="from", min_length=1, max_length=100)],
     to_ref: Annotated[str, Query(alias="to", min_length=1, max_length=100)],
 ) -> DiffRead:
@@ -127,7 +129,7 @@ def diff_versions(
 
 
 @router.post("/prompts/{name}/render", response_model=RenderRead)
-def render_prompt(name: str, body: RenderRequest, session: SessionDep, _: Reader) -> RenderRead:
+def render_prompt(name: Identifier, body: RenderRequest, session: SessionDep, _: Reader) -> RenderRead:
     """Render a version with variables; a missing variable is a 422 naming it."""
     version = service.resolve(session=session, name=name, ref=body.ref)
     text, messages = service.render_version(version, body.variables)
@@ -136,7 +138,7 @@ def render_prompt(name: str, body: RenderRequest, session: SessionDep, _: Reader
 
 
 @router.put("/prompts/{name}/labels/{label}", response_model=LabelMoveRead)
-def set_label(name: str, label: LabelPath, body: LabelSet, session: SessionDep, caller: Writer) -> LabelMoveRead:
+def set_label(name: Identifier, label: LabelPath, body: LabelSet, session: SessionDep, caller: Writer) -> LabelMoveRead:
     """Move a label; protected labels need an approver and a passing eval gate (or an override reason)."""
     pointer, decision, overridden = labels.set_label(session=session, name=name, label=label, request=body,
                                                      principal=caller)
@@ -144,7 +146,7 @@ def set_label(name: str, label: LabelPath, body: LabelSet, session: SessionDep, 
 
 
 @router.delete("/prompts/{name}/labels/{label}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_label(name: str, label: LabelPath, session: SessionDep, caller: Writer) -> Response:
+def delete_label(name: Identifier, label: LabelPath, session: SessionDep, caller: Writer) -> Response:
     """Remove a label; protected labels need an approver."""
     labels.delete_label(session=session, name=name, label=label, principal=caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -157,13 +159,14 @@ def create_agent_run(body: AgentRunCreate, session: SessionDep, caller: Proposer
 
 
 @router.get("/agent-runs", response_model=list[AgentRunRead])
-def list_agent_runs(session: SessionDep, _: Reader, agent: str | None = None, limit: Limit = 100) -> list[AgentRunRead]:
+def list_agent_runs(session: SessionDep, _: Reader, agent: Identifier | None = None,
+                    limit: Limit = 100) -> list[AgentRunRead]:
     """List agent runs, newest first."""
     return [AgentRunRead.model_validate(r) for r in agent_runs.list_agent_runs(session=session, agent=agent,
                                                                                 limit=limit)]
 
 
 @router.get("/agent-runs/{run_id}", response_model=AgentRunRead)
-def get_agent_run(run_id: str, session: SessionDep, _: Reader) -> AgentRunRead:
+def get_agent_run(run_id: Identifier, session: SessionDep, _: Reader) -> AgentRunRead:
     """Return one agent run."""
     return AgentRunRead.model_validate(agent_runs.get_agent_run(session=session, run_id=run_id))

@@ -8,6 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from control_plane.constraints import LIST_MAX, FiniteFloat, PositiveInt32
+from control_plane.constraints import Label as ConstrainedLabel
+
+# Metric name -> finite threshold (a gate compares against these).
+MetricBounds = Annotated[dict[ConstrainedLabel, FiniteFloat], Field(max_length=100)]
+
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 LabelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_-]*$")]
 # Prompts are short; a 1 MB "prompt" is an upload mistake, refused with a 422 naming the field.
@@ -40,8 +46,8 @@ class GateConfig(StrictModel):
         "written. A gate without a dataset blocks protected label moves until an approver pins one.")] = None
     dataset_version_id: Annotated[str | None, Field(
         max_length=40, description="Set by the server to the pinned dataset version; a value sent is ignored")] = None
-    minimums: dict[str, float] = Field(default_factory=dict)
-    maximums: dict[str, float] = Field(default_factory=dict)
+    minimums: MetricBounds = Field(default_factory=dict)
+    maximums: MetricBounds = Field(default_factory=dict)
 
 
 class ChatMessage(StrictModel):
@@ -57,7 +63,7 @@ class ModelParams(BaseModel):
     model: Annotated[str | None, Field(max_length=200)] = None
     temperature: Annotated[float | None, Field(ge=0, le=2)] = None
     max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
-    tools: list[str] = Field(default_factory=list)
+    tools: list[ConstrainedLabel] = Field(default_factory=list, max_length=LIST_MAX)
 
 
 class PromptCreate(StrictModel):
@@ -70,8 +76,8 @@ class PromptCreate(StrictModel):
 class VersionCreate(StrictModel):
     template: TemplateText = ""
     messages: list[ChatMessage] = Field(default_factory=list, max_length=50)
-    variables: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = Field(
-        default=None, description="Declared variables; detected from the template when omitted."
+    variables: list[Annotated[str, Field(max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = Field(
+        default=None, max_length=LIST_MAX, description="Declared variables; detected from the template when omitted."
     )
     model_params: ModelParams = Field(default_factory=ModelParams)
     commit_message: Summary = ""
@@ -84,7 +90,7 @@ class VersionCreate(StrictModel):
 
 
 class LabelSet(StrictModel):
-    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    version: PositiveInt32
     protected: bool | None = None
     override_reason: Annotated[str | None, Field(min_length=10, max_length=2000)] = Field(
         default=None, description="Approver only: move a protected label without a passing eval, with this reason."

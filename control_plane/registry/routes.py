@@ -9,10 +9,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from control_plane.auth.roles import Role
+from control_plane.constraints import INT32_MAX, Name, ParamNonNegativeInt64
 from control_plane.deps import Reader, ReaderOrDevice, SessionDep, Writer, json_response
-from control_plane.errors import MAX_DB_INT, PayloadTooLarge, error_responses
+from control_plane.errors import PayloadTooLarge, error_responses
 from control_plane.fleet.service import require_manifest_for
 from control_plane.registry import artifacts, service
+from control_plane.registry.download import ArtifactFileResponse
 from control_plane.registry.models import ModelAlias, ModelVersion, RegisteredModel
 from control_plane.registry.schemas import (
     AliasRead,
@@ -35,7 +37,7 @@ from control_plane.registry.store import ArtifactStore
 
 router = APIRouter(tags=["registry"])
 Limit = Annotated[int, Query(ge=1, le=1000)]
-VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
+VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX)]
 AliasPath = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_-]*$")]
 
 
@@ -89,13 +91,13 @@ def create_dataset(body: DatasetCreate, session: SessionDep, caller: Writer) -> 
 
 
 @router.get("/datasets", response_model=list[DatasetRead], response_model_by_alias=True)
-def list_datasets(session: SessionDep, _: Reader, name: str | None = None, limit: Limit = 100) -> list[DatasetRead]:
+def list_datasets(session: SessionDep, _: Reader, name: Name | None = None, limit: Limit = 100) -> list[DatasetRead]:
     """List datasets, newest first."""
     return [DatasetRead.model_validate(d) for d in service.list_datasets(session=session, name=name, limit=limit)]
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetRead, response_model_by_alias=True)
-def get_dataset(dataset_id: str, session: SessionDep, _: Reader) -> DatasetRead:
+def get_dataset(dataset_id: Name, session: SessionDep, _: Reader) -> DatasetRead:
     """Return one dataset."""
     return DatasetRead.model_validate(service.get_dataset(session=session, dataset_id=dataset_id))
 
@@ -107,7 +109,7 @@ def create_run(body: RunCreate, session: SessionDep, caller: Writer) -> RunRead:
 
 
 @router.get("/runs/{run_id}", response_model=RunRead)
-def get_run(run_id: str, session: SessionDep, _: Reader) -> RunRead:
+def get_run(run_id: Name, session: SessionDep, _: Reader) -> RunRead:
     """Return one training run."""
     return RunRead.model_validate(service.get_run(session=session, run_id=run_id))
 
@@ -122,27 +124,27 @@ def create_model(body: ModelCreate, session: SessionDep, caller: Writer) -> Resp
 
 @router.get("/models", response_model=list[ModelRead])
 def list_models(
-    session: SessionDep, _: Reader, limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0
+    session: SessionDep, _: Reader, limit: Limit = 100, offset: ParamNonNegativeInt64 = 0
 ) -> list[ModelRead]:
     """List registered models."""
     return [stored_model_read(session, m) for m in service.list_models(session=session, limit=limit, offset=offset)]
 
 
 @router.get("/models/{name}", response_model=ModelRead)
-def get_model(name: str, session: SessionDep, _: Reader) -> ModelRead:
+def get_model(name: Name, session: SessionDep, _: Reader) -> ModelRead:
     """Return a model with its aliases."""
     return stored_model_read(session, service.get_model(session=session, name=name))
 
 
 @router.patch("/models/{name}", response_model=ModelRead)
-def update_model(name: str, body: ModelUpdate, session: SessionDep, caller: Writer) -> ModelRead:
+def update_model(name: Name, body: ModelUpdate, session: SessionDep, caller: Writer) -> ModelRead:
     """Change a model's description or tags."""
     return stored_model_read(session, service.update_model(session=session, name=name, request=body,
                                                            actor=caller.actor))
 
 
 @router.post("/models/{name}/versions", status_code=status.HTTP_201_CREATED, response_model=VersionRead)
-def create_version(name: str, body: VersionCreate, session: SessionDep, caller: Writer) -> Response:
+def create_version(name: Name, body: VersionCreate, session: SessionDep, caller: Writer) -> Response:
     """Create an immutable model version."""
     # A version just created has no aliases and no artifacts yet: nothing to read back.
     version = service.create_version(session=session, model_name=name, request=body, actor=caller.actor)
@@ -150,7 +152,7 @@ def create_version(name: str, body: VersionCreate, session: SessionDep, caller: 
 
 
 @router.get("/models/{name}/versions", response_model=list[VersionRead])
-def list_versions(name: str, session: SessionDep, _: Reader) -> list[VersionRead]:
+def list_versions(name: Name, session: SessionDep, _: Reader) -> list[VersionRead]:
     """List a model's versions."""
     model = service.get_model(session=session, name=name)
     aliases: dict[str, list[str]] = {}
@@ -163,19 +165,19 @@ def list_versions(name: str, session: SessionDep, _: Reader) -> list[VersionRead
 # The two hot reads are async: their three prebuilt indexed lookups on the request's read session (which never
 # waits for a lock) cost less than the worker-thread hop a sync route takes.
 @router.get("/models/{name}/versions/{version}", response_model=VersionRead)
-async def get_version(name: str, version: VersionPath, session: SessionDep, _: Reader) -> Response:
+async def get_version(name: Name, version: VersionPath, session: SessionDep, _: Reader) -> Response:
     """Return one version with its artifacts."""
     return json_response(service.read_version(session=session, model_name=name, version=version))
 
 
 @router.get("/models/{name}/aliases/{alias}", response_model=VersionRead)
-async def resolve_alias(name: str, alias: str, session: SessionDep, _: Reader) -> Response:
+async def resolve_alias(name: Name, alias: AliasPath, session: SessionDep, _: Reader) -> Response:
     """Return the version an alias points at."""
     return json_response(service.read_version(session=session, model_name=name, alias=alias))
 
 
 @router.put("/models/{name}/aliases/{alias}", response_model=AliasRead)
-def set_alias(name: str, alias: AliasPath, body: AliasSet, session: SessionDep, caller: Writer) -> Response:
+def set_alias(name: Name, alias: AliasPath, body: AliasSet, session: SessionDep, caller: Writer) -> Response:
     """Point an alias at a version (protected aliases need an approver)."""
     pointer = service.set_alias(session=session, model_name=name, alias=alias, version=body.version,
                                 protected=body.protected, principal=caller)
@@ -183,7 +185,7 @@ def set_alias(name: str, alias: AliasPath, body: AliasSet, session: SessionDep, 
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_alias(name: str, alias: str, session: SessionDep, caller: Writer) -> Response:
+def delete_alias(name: Name, alias: AliasPath, session: SessionDep, caller: Writer) -> Response:
     """Remove an alias."""
     service.delete_alias(session=session, model_name=name, alias=alias, principal=caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -218,19 +220,20 @@ async def upload_blob(
 @router.get("/artifacts/sha256/{sha256}", response_class=FileResponse, responses={
     200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
     **error_responses(416)})
-def download_blob(sha256: Sha256, request: Request, session: SessionDep, caller: ReaderOrDevice) -> FileResponse:
+def download_blob(sha256: Sha256, request: Request, session: SessionDep,
+                  caller: ReaderOrDevice) -> ArtifactFileResponse:
     """Download artifact bytes; supports Range so devices resume interrupted downloads."""
     artifacts.get_blob(session=session, sha256=sha256)
     if caller.role == Role.DEVICE:  # A device may fetch only what one of its manifests names.
         require_manifest_for(session=session, device_id=caller.device_id, sha256=sha256)
     path = artifact_store(request).open_existing(sha256)
-    return FileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
+    return ArtifactFileResponse(path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'})
 
 
 @router.post("/models/{name}/versions/{version}/artifacts", status_code=status.HTTP_201_CREATED,
              response_model=ArtifactRead)
 def attach_artifact(
-    name: str, version: VersionPath, body: ArtifactAttach, request: Request, session: SessionDep, caller: Writer
+    name: Name, version: VersionPath, body: ArtifactAttach, request: Request, session: SessionDep, caller: Writer
 ) -> ArtifactRead:
     """Attach an uploaded blob to a model version."""
     artifact = artifacts.attach(session=session, store=artifact_store(request), model_name=name, version=version,
@@ -239,6 +242,6 @@ def attach_artifact(
 
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactRead)
-def get_artifact(artifact_id: str, session: SessionDep, _: Reader) -> ArtifactRead:
+def get_artifact(artifact_id: Name, session: SessionDep, _: Reader) -> ArtifactRead:
     """Return artifact metadata."""
     return artifact_read(artifacts.get_artifact(session=session, artifact_id=artifact_id))

@@ -8,9 +8,21 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane.constraints import (
+    Description,
+    Label,
+    LargeJson,
+    PositiveInt32,
+    ShortText,
+    SmallJson,
+)
+from control_plane.constraints import (
+    Name as Identifier,
+)
+
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 AliasName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_-]*$")]
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
 
 
 # Aliases that always need an approver, whether or not they were created protected.
@@ -31,11 +43,11 @@ class ReadModel(BaseModel):
 
 class DatasetCreate(StrictModel):
     name: Name
-    version: Annotated[str, Field(min_length=1, max_length=100)]
-    fingerprint: Annotated[str, Field(min_length=8, max_length=100)]
-    description: str = ""
-    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    baseline: dict[str, Any] | None = None
+    version: Label
+    fingerprint: Annotated[str, Field(min_length=8, max_length=100, pattern=r"^[\x20-\x7e]+$")]
+    description: Description = ""
+    schema_: LargeJson = Field(default_factory=dict, alias="schema")
+    baseline: LargeJson | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -54,10 +66,10 @@ class DatasetRead(ReadModel):
 
 class RunCreate(StrictModel):
     name: Name
-    dataset_id: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    code_commit: Annotated[str | None, Field(max_length=100)] = None
+    dataset_id: Identifier | None = None
+    params: SmallJson = Field(default_factory=dict)
+    metrics: SmallJson = Field(default_factory=dict)
+    code_commit: Annotated[ShortText | None, Field(max_length=100)] = None
 
 
 class RunRead(ReadModel):
@@ -73,13 +85,13 @@ class RunRead(ReadModel):
 
 class ModelCreate(StrictModel):
     name: Name
-    description: str = ""
-    tags: dict[str, Any] = Field(default_factory=dict)
+    description: Description = ""
+    tags: SmallJson = Field(default_factory=dict)
 
 
 class ModelUpdate(StrictModel):
-    description: str | None = None
-    tags: dict[str, Any] | None = None
+    description: Description | None = None
+    tags: SmallJson | None = None
 
 
 class AliasRead(BaseModel):
@@ -103,11 +115,11 @@ class ModelRead(ReadModel):
 
 
 class VersionCreate(StrictModel):
-    version: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
-    run_id: str | None = None
-    description: str = ""
-    tags: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    version: PositiveInt32 | None = None
+    run_id: Identifier | None = None
+    description: Description = ""
+    tags: SmallJson = Field(default_factory=dict)
+    metrics: SmallJson = Field(default_factory=dict)
 
 
 class ArtifactFormat(StrEnum):
@@ -125,10 +137,10 @@ class ArtifactAttach(StrictModel):
     sha256: Sha256
     format: ArtifactFormat = ArtifactFormat.ONNX
     quantization: Quantization = Quantization.FP32
-    parent_id: str | None = None
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    parent_id: Identifier | None = None
+    input_schema: LargeJson | None = None
+    output_schema: LargeJson | None = None
+    metrics: SmallJson = Field(default_factory=dict)
 
 
 class ArtifactRead(ReadModel):
@@ -162,7 +174,7 @@ class VersionRead(ReadModel):
 
 
 class AliasSet(StrictModel):
-    version: Annotated[int, Field(ge=1)]
+    version: PositiveInt32
     protected: bool | None = None
 
 

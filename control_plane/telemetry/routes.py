@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
+from control_plane.constraints import Name as Identifier
+from control_plane.constraints import ParamPositiveInt32
 from control_plane.deps import Device, Reader, SessionDep, Writer
 from control_plane.drift.schemas import LabelsCreate, LabelsResult
 from control_plane.errors import PayloadTooLarge
@@ -60,9 +62,10 @@ def _message(item: Any, now: float, device_id: str | None) -> IncomingMessage:
 
 
 @router.get("/windows", response_model=list[WindowRead])
-def list_windows(session: SessionDep, _: Reader, model: str | None = None,
-                 version: Annotated[int | None, Query(ge=1)] = None, device_id: str | None = None,
-                 since: float | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[WindowRead]:
+def list_windows(session: SessionDep, _: Reader, model: Identifier | None = None,
+                 version: ParamPositiveInt32 | None = None, device_id: Identifier | None = None,
+                 since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[WindowRead]:
     """List stored windows, newest first (`since` in Unix seconds)."""
     rows = service.list_windows(session=session, model=model, version=version, device_id=device_id, since=since,
                                 limit=limit)
@@ -70,7 +73,8 @@ def list_windows(session: SessionDep, _: Reader, model: str | None = None,
 
 
 @router.get("/quarantine", response_model=list[QuarantineRead])
-def list_quarantine(session: SessionDep, _: Reader, reason: str | None = None, device_id: str | None = None,
+def list_quarantine(session: SessionDep, _: Reader, reason: Identifier | None = None,
+                    device_id: Identifier | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[QuarantineRead]:
     """List quarantined messages with their reason and truncated payload."""
     rows = service.list_quarantine(session=session, reason=reason, device_id=device_id, limit=limit)

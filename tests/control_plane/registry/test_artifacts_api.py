@@ -39,6 +39,13 @@ def test_upload_download_and_resume(client: TestClient, operator_headers: dict[s
     assert full.status_code == 200 and full.content == onnx_bytes and full.headers["accept-ranges"] == "bytes"
     tail = client.get(f"/api/v1/artifacts/sha256/{digest}", headers={**viewer, "Range": "bytes=100-"})
     assert tail.status_code == 206 and tail.content == onnx_bytes[100:]
+    # Range errors carry the same JSON error body as every other error.
+    for bad_range, status, code in [("bytes=9-2", 400, "bad_range"), ("items=0-1", 400, "bad_range"),
+                                    (f"bytes={len(onnx_bytes) + 5}-", 416, "range_not_satisfiable")]:
+        refused = client.get(f"/api/v1/artifacts/sha256/{digest}", headers={**viewer, "Range": bad_range})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (status, code), bad_range
+    past_end = client.get(f"/api/v1/artifacts/sha256/{digest}", headers={**viewer, "Range": "bytes=999999-"})
+    assert past_end.headers["content-range"] == f"bytes */{len(onnx_bytes)}"
     assert client.get(f"/api/v1/artifacts/sha256/{'0' * 64}", headers=viewer).status_code == 404
     # Least privilege: a device may fetch only artifacts one of its manifests names (tests/control_plane/fleet).
     device = make_headers("device", device_id="dev-7")
