@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser
 from sqlalchemy import create_engine, text
 
 from control_plane.auth import service as auth_service
@@ -29,6 +30,8 @@ from control_plane.db.session import Database
 from control_plane.main import create_app
 from control_plane.settings import Settings
 
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 PG_ADMIN_URL = os.environ.get("EDGELOOP_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ENGINES = [e.strip() for e in os.environ.get("EDGELOOP_TEST_DATABASES", "sqlite,postgresql").split(",") if e.strip()]
 
@@ -158,3 +161,21 @@ def admin_headers(make_headers: TokenFactory) -> dict[str, str]:
 def operator_headers(make_headers: TokenFactory) -> dict[str, str]:
     """Headers for an operator token."""
     return make_headers(Role.OPERATOR)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright, one per session (its own browser download does not work offline)."""
+    from playwright.sync_api import sync_playwright
+
+    from control_plane.preflight import chromium_path
+
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium must be installed under CI (.ci/run installs it)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

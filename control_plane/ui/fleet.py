@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from control_plane.auth.roles import Scope
 from control_plane.deps import SessionDep
 from control_plane.errors import Invalid
+from control_plane.events import service as events
 from control_plane.fleet import rollouts, service
 from control_plane.fleet.manifests import factory_for
 from control_plane.fleet.schemas import TERMINAL_ROLLOUT_STATES, RolloutState, Strategy
-from control_plane.ui.auth import CheckedForm, CurrentViewer
+from control_plane.ui.auth import CheckedForm, CurrentViewer, Viewer
 from control_plane.ui.rendering import redirect, render
 
 router = APIRouter(prefix="/ui/fleet", include_in_schema=False)
@@ -42,17 +44,28 @@ def fleet_page(request: Request, viewer: CurrentViewer, session: SessionDep) -> 
                                           "rollouts": rollout_rows, "terminal": TERMINAL_ROLLOUT_STATES})
 
 
+def _rollout_context(session: Session, viewer: Viewer, rollout_id: str) -> dict[str, Any]:
+    rollout = service.rollout_read(session, service.get_rollout(session=session, rollout_id=rollout_id))
+    actions = [a for a in available_actions(rollout.state)
+               if viewer.can(Scope.APPROVE if a == "rollback" else Scope.WRITE)]
+    return {"viewer": viewer, "title": f"Rollout {rollout.id}", "rollout": rollout, "actions": actions,
+            "targets": service.list_targets(session=session, rollout_id=rollout_id),
+            "live": rollout.state not in TERMINAL_ROLLOUT_STATES, "rendered_at": events.head_seq(session)}
+
+
 @router.get("/rollouts/{rollout_id}")
 def rollout_page(request: Request, rollout_id: RolloutId, viewer: CurrentViewer, session: SessionDep,
                  done: str | None = None) -> Response:
     """Show one rollout: its waves, every device's state, and the actions the user may take."""
-    rollout = service.rollout_read(session, service.get_rollout(session=session, rollout_id=rollout_id))
-    targets = service.list_targets(session=session, rollout_id=rollout_id)
-    actions = [a for a in available_actions(rollout.state)
-               if viewer.can(Scope.APPROVE if a == "rollback" else Scope.WRITE)]
-    return render(request, "rollout.html", {"viewer": viewer, "title": f"Rollout {rollout.id}", "rollout": rollout,
-                                            "targets": targets, "actions": actions,
-                                            "done": done if done in ("pause", "resume", "abort", "rollback") else None})
+    context = _rollout_context(session, viewer, rollout_id)
+    context["done"] = done if done in ("pause", "resume", "abort", "rollback") else None
+    return render(request, "rollout.html", context)
+
+
+@router.get("/rollouts/{rollout_id}/progress")
+def rollout_progress(request: Request, rollout_id: RolloutId, viewer: CurrentViewer, session: SessionDep) -> Response:
+    """Render the live part of a rollout page (state, waves, devices); htmx swaps it in as the rollout moves."""
+    return render(request, "_rollout_progress.html", _rollout_context(session, viewer, rollout_id))
 
 
 @router.post("/rollouts/{rollout_id}/{action}")

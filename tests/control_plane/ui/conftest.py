@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -12,18 +11,15 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from control_plane.db.session import Database
 from control_plane.fleet import service
 from control_plane.fleet.schemas import DeviceCreate
 from control_plane.mqtt.broker import free_port
-from control_plane.preflight import chromium_path
 from tests.conftest import TokenFactory
 from tests.control_plane.fleet.conftest import FleetModels, fleet_models, register  # noqa: F401
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 XSS_LABEL = '<script>alert("x")</script>'
 XSS_ATTRIBUTE = '" onmouseover="alert(1)'
 
@@ -89,20 +85,6 @@ def live_server(app: Any) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.config.port}"
     server.should_exit = True
     thread.join(10)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium driven by Playwright (its own browser download does not work offline)."""
-    executable = chromium_path()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium must be installed under CI (.ci/run installs it)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -162,3 +162,12 @@ def test_approver_rolls_back_through_the_service(client: TestClient, database: D
     body = client.get(f"/api/v1/fleet/rollouts/{rollback_id}", headers=admin_headers).json()
     assert body["kind"] == "rollback" and body["rollback_of"] == v2["id"] and body["model"]["version"] == 1
     assert "restore v1" in client.get(f"/ui/fleet/rollouts/{rollback_id}").text
+
+
+def test_a_live_rollout_page_refreshes_its_progress(client: TestClient, sign_in: SignIn,
+                                                   rollout: dict[str, Any]) -> None:
+    sign_in("viewer")
+    page = client.get(f"/ui/fleet/rollouts/{rollout['id']}")
+    assert f'hx-get="/ui/fleet/rollouts/{rollout["id"]}/progress"' in page.text and "sse-connect" in page.text
+    fragment = client.get(f"/ui/fleet/rollouts/{rollout['id']}/progress")
+    assert fragment.status_code == 200 and "<html" not in fragment.text and "d0" in fragment.text
