@@ -175,6 +175,8 @@ class ProcessCollector(Collector):
                                           "Telemetry messages quarantined, by reason.", labels=["source", "reason"])
         connected = GaugeMetricFamily("edgeloop_mqtt_connected", "1 while this client is connected to the broker.",
                                       labels=["client"])
+        connects = CounterMetricFamily("edgeloop_mqtt_connects", "Successful broker connections (rising fast: a"
+                                       " flapping link or two clients sharing one client id).", labels=["client"])
         depth = GaugeMetricFamily("edgeloop_telemetry_inbox_depth", "Messages received but not yet written.",
                                   labels=["consumer"])
         sources = [(c.name, c.totals) for c in getattr(self.state, "telemetry_consumers", None) or []]
@@ -189,6 +191,7 @@ class ProcessCollector(Collector):
                 quarantined.add_metric([source, reason], count)
         for consumer in getattr(self.state, "telemetry_consumers", None) or []:
             connected.add_metric([consumer.name], float(consumer.connection.connected.is_set()))
+            connects.add_metric([consumer.name], getattr(consumer.connection, "connect_count", 0))
             # The consumer's hand-off deque (paho thread -> batcher); read, never locked: len() is atomic.
             inbox = getattr(getattr(consumer, "_inbox", None), "_items", None)
             if inbox is not None:
@@ -196,7 +199,8 @@ class ProcessCollector(Collector):
         bridge = getattr(self.state, "fleet_bridge", None)
         if bridge is not None:
             connected.add_metric(["fleet-bridge"], float(bridge.connection.connected.is_set()))
-        yield from (received, stored, duplicates, quarantined, connected, depth)
+            connects.add_metric(["fleet-bridge"], getattr(bridge.connection, "connect_count", 0))
+        yield from (received, stored, duplicates, quarantined, connected, connects, depth)
         scheduler = getattr(self.state, "drift_scheduler", None)
         checks = CounterMetricFamily("edgeloop_drift_checks_run", "Drift checks evaluated by this process.",
                                      labels=["pass"])
