@@ -22,8 +22,14 @@ SERVER_LOGGERS = ("control_plane", "edge_agent", "agents", "evals", "uvicorn")
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id"}
 
 
+# One cheap search decides whether the four substitutions run at all: most lines hold none of these markers.
+_MAYBE_SECRET = re.compile(r"(?i)bearer|elp_|://|[?&]")
+
+
 def redact(text: str) -> str:
     """Return ``text`` with credentials replaced by ``[redacted]``."""
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -47,8 +53,10 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", None),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+        fields = vars(record)
+        for key in fields.keys() - _STANDARD:  # the extra= fields, found by one set difference
+            value = fields[key]
+            if not key.startswith("_"):
                 entry[key] = value if isinstance(value, int | float | bool | None) else redact(str(value))
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
