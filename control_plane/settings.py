@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(default="text", description=(
         "`edgeloop serve` log lines: text, or one JSON object per line with the request id (docs/observability.md)."))
     access_log: bool = Field(default=True, description="Log one line per request (route template, status, time).")
-    metrics_token: SecretStr | None = Field(default=None, description=(
-        "A scrape-only bearer token for GET /metrics; any token with the read scope is accepted too."))
+    metrics_token: SecretStr | None = Field(default=None, min_length=16, description=(
+        "A scrape-only bearer token for GET /metrics (16+ characters); any token with the read scope works too."))
     metrics_cache_seconds: float = Field(default=10.0, ge=0, description=(
         "How long /metrics reuses its database counts (per process), so N scrapers cost one read."))
     llm_base_url: str | None = None

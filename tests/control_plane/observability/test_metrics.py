@@ -123,3 +123,9 @@ def test_a_failing_database_leaves_process_metrics_and_counts_the_failure(tmp_pa
     assert ("edgeloop_alerts", ()) not in found
     assert ("edgeloop_drift_checks_run_total", (("pass", "full"),)) in found
     assert any(name == "process_cpu_seconds_total" for name, _ in found)
+
+
+@pytest.mark.parametrize("weak", ["", "short"])
+def test_a_weak_scrape_token_is_refused_at_start(weak: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="metrics_token"):
+        Settings(data_dir=tmp_path, metrics_token=weak)
