@@ -6,19 +6,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from control_plane import __version__
 from control_plane.api import include_api_routers
 from control_plane.approvals.execution import approval_workers
 from control_plane.audit.checkpoints import CheckpointSink
 from control_plane.db.session import Database
-from control_plane.errors import ServiceUnavailable, install_error_handlers
+from control_plane.errors import install_error_handlers
 from control_plane.events.hub import event_workers
 from control_plane.fleet.bridge import fleet_bridge
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.keys.service import KeyStore
 from control_plane.limits import RequestGuard, body_limits
+from control_plane.observability.routes import install_observability
 from control_plane.private_files import ensure_private_dir
 from control_plane.prompts.sync import sync_on_startup
 from control_plane.registry.store import ArtifactStore
@@ -78,20 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include_api_routers(app)
     install_ui(app, settings)
     app.add_middleware(RequestGuard, limits=body_limits(settings))  # before routing, parsing and authentication
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> dict[str, str]:
-        """Readiness: the database answers and is migrated."""
-        try:
-            with app.state.database.transaction(write=False) as session:
-                session.execute(text("SELECT seq FROM audit_head"))
-        except Exception as exc:
-            raise ServiceUnavailable(f"database not ready: {type(exc).__name__}") from exc
-        return {"status": "ready"}
-
+    install_observability(app, settings)  # request ids, /metrics, /healthz and /readyz
     return app

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=300.0, gt=0, description="Retry delay cap.")
     webhook_concurrency: int = Field(default=4, ge=1, le=100, description="Deliveries in flight per subscription.")
     webhook_poll_seconds: float = Field(default=0.5, gt=0, description="How often webhooks look for due work.")
+    log_format: Literal["text", "json"] = Field(default="text", description=(
+        "`edgeloop serve` log lines: text, or one JSON object per line with the request id (docs/observability.md)."))
+    access_log: bool = Field(default=True, description="Log one line per request (route template, status, time).")
+    metrics_token: SecretStr | None = Field(default=None, min_length=16, description=(
+        "A scrape-only bearer token for GET /metrics (16+ characters); any token with the read scope works too."))
+    metrics_cache_seconds: float = Field(default=10.0, ge=0, description=(
+        "How long /metrics reuses its database counts (per process), so N scrapers cost one read."))
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None

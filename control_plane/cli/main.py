@@ -51,11 +51,16 @@ def use_log_file(ctx: typer.Context, settings: Settings) -> None:
 def run_server(settings: Settings) -> None:
     """Run uvicorn with one app built from ``settings``."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from control_plane.main import create_app
+    from control_plane.observability.log_format import use_server_log_format
 
+    use_server_log_format(settings.log_format)  # request ids on every record; JSON lines when log_format=json
+    # JSON: uvicorn's records go through the root handlers above instead of its own text handlers.
+    log_config = {"version": 1, "disable_existing_loggers": False} if settings.log_format == "json" else LOGGING_CONFIG
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=False)
+                access_log=False, log_config=log_config)
 
 
 # Options that mirror a setting default to None ("unset"), so the precedence is always

@@ -299,6 +299,7 @@ class MonitorScheduler:
         self.baselines = baselines or BaselineCache()
         self._dirty: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
+        self.checks_run: dict[str, int] = {"ingest": 0, "full": 0}  # evaluated targets per pass kind, for /metrics
         self.full = PeriodicWorker("drift-monitor", interval, self._full_step)
         self.on_ingest = PeriodicWorker("drift-monitor-ingest", ingest_interval, self._dirty_step)
 
@@ -317,8 +318,12 @@ class MonitorScheduler:
         """Evaluate the models marked since the last call."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-        return run_pass(self.database, self.baselines, only=dirty, lookback=self.lookback) if dirty else []
+        outcomes = run_pass(self.database, self.baselines, only=dirty, lookback=self.lookback) if dirty else []
+        self.checks_run["ingest"] += len(outcomes)
+        return outcomes
 
     def full_pass(self) -> list[CheckOutcome]:
         """Evaluate every model with recent windows."""
-        return run_pass(self.database, self.baselines, lookback=self.lookback)
+        outcomes = run_pass(self.database, self.baselines, lookback=self.lookback)
+        self.checks_run["full"] += len(outcomes)
+        return outcomes
