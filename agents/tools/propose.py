@@ -32,5 +32,7 @@ class ProposeTools:
             return failed("propose_action", f"{exc.status_code} {exc.code}: {exc.message}")
         except httpx.HTTPError as exc:
             return failed("propose_action", type(exc).__name__)
+        except ValidationError:
+            return failed("propose_action", "the control plane's answer did not match the proposal schema")
         return ToolResult(tool="propose_action", status=ToolStatus.APPROVAL_REQUIRED,
                           data=created.model_dump(mode="json"))
