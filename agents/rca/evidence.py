@@ -60,6 +60,7 @@ class Evidence(BaseModel):
     alert_ids: list[str]
     checks: list[str]
     features: list[str]
+    titles: list[str] = Field(default_factory=list, description="Untrusted text: shown to an LLM as data only.")
     performance: dict[str, Any] | None = None
     current: CohortStats | None = None
     previous_version: int | None = None
@@ -101,7 +102,8 @@ def gather(tools: ReadTools, alerts: list[dict[str, Any]], *, now: float, hours:
     model, version = str(first["model_name"]), int(first["model_version"])
     evidence = Evidence(model=model, version=version, alert_ids=[a["id"] for a in alerts],
                         checks=sorted({a["check"] for a in alerts}),
-                        features=sorted({a["feature"] for a in alerts if a.get("feature")}))
+                        features=sorted({a["feature"] for a in alerts if a.get("feature")}),
+                        titles=[str(a.get("title", ""))[:300] for a in alerts[:20]])
     for alert in alerts:
         found = alert.get("evidence") or {}
         if alert["check"] == "performance" and "accuracy" in found:
