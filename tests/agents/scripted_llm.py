@@ -42,7 +42,7 @@ def scripted_llm(replies: list[dict[str, Any]]) -> Iterator[ScriptedLlm]:
     script = ScriptedLlm(list(replies))
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             script.raw.append(str(self.headers).encode() + body)
             script.requests.append(json.loads(body))
