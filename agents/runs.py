@@ -25,6 +25,7 @@ class Deps:
     lookback_hours: float = 6.0
     verify_windows: int = 3
     max_error_rate: float = 0.05
+    verify_deadline_seconds: float = 900.0
     tools: Toolset = field(init=False)
 
     def __post_init__(self) -> None:

@@ -29,24 +29,27 @@ PROPOSAL_MOVES = frozenset({"proposal.executed", "proposal.rejected", "proposal.
 
 
 class Cursor:
-    """The last handled event id, in a small JSON file replaced atomically."""
+    """The last handled event id and the remediations waiting for telemetry, in a JSON file replaced atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.waiting: set[str] = set()
 
     def load(self) -> int | None:
-        """Return the saved event id, or None on a first start."""
+        """Return the saved event id (None on a first start) and restore the waiting set."""
         try:
-            return int(json.loads(self.path.read_text())["last_event_id"])
+            saved = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
+        self.waiting = set(saved.get("waiting_verification", []))
+        return int(saved["last_event_id"]) if saved.get("last_event_id") is not None else None
 
-    def save(self, event_id: int) -> None:
-        """Persist ``event_id`` (write, fsync, rename)."""
+    def save(self, event_id: int | None) -> None:
+        """Persist ``event_id`` and the waiting set (write, fsync, rename)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         with temporary.open("w") as handle:
-            json.dump({"last_event_id": event_id}, handle)
+            json.dump({"last_event_id": event_id, "waiting_verification": sorted(self.waiting)}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(self.path)
@@ -79,6 +82,8 @@ class AgentWorker:
                     if stop.is_set():
                         return
             except httpx.ReadTimeout:
+                self.poll_verifications()
+                self.cursor.save(after)
                 continue
             except httpx.TransportError as exc:
                 log.warning("event stream unavailable (%s); retrying", type(exc).__name__)
@@ -114,8 +119,24 @@ class AgentWorker:
             return
         thread = {"configurable": {"thread_id": f"remediation:{proposal.incident_id}"}}
         state = self.remediation.get_state(thread)
-        if state.next and state.values.get("proposal_id") == proposal_id:
-            self.remediation.invoke(Command(resume={"proposal_id": proposal_id}), thread)
+        if state.next and state.values.get("proposal_id") == proposal_id and "await_execution" in state.next:
+            self._resume(thread)
+
+    def poll_verifications(self) -> None:
+        """Resume remediations waiting for fresh windows (called when the stream is idle)."""
+        for thread_id in sorted(self.cursor.waiting):
+            try:
+                self._resume({"configurable": {"thread_id": thread_id}})
+            except Exception:  # keep polling the others; this one stays waiting
+                log.exception("agents: verification of %s failed", thread_id)
+
+    def _resume(self, thread: dict[str, Any]) -> None:
+        thread_id = thread["configurable"]["thread_id"]
+        self.remediation.invoke(Command(resume=True), thread)
+        if "await_telemetry" in self.remediation.get_state(thread).next:
+            self.cursor.waiting.add(thread_id)
+        else:
+            self.cursor.waiting.discard(thread_id)
 
 
 def _run_once(graph: Any, thread_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,9 @@ def propose(state: RemediationState, deps: Deps) -> dict[str, Any]:
 
 def await_execution(state: RemediationState, deps: Deps) -> dict[str, Any]:
     """Pause until the worker says the proposal moved; then read its state from the API (not from the resume)."""
+    proposal = deps.client.get_proposal(state["proposal_id"])  # a read: safe to repeat when the node replays
+    if proposal.state.value in DONE_STATES | {ProposalState.EXECUTED.value}:
+        return {"proposal_state": proposal.state.value}
     interrupt({"waiting_for": "proposal", "proposal_id": state["proposal_id"]})
     proposal = deps.client.get_proposal(state["proposal_id"])
     return {"proposal_state": proposal.state.value}
@@ -61,10 +64,23 @@ def verify(state: RemediationState, deps: Deps) -> dict[str, Any]:
     outcome, note = judge_recovery(windows.data if windows is not None and windows.ok else [],
                                    proposal=proposal.model_dump(mode="json"), executed_at=executed_at,
                                    min_windows=deps.verify_windows, max_error_rate=deps.max_error_rate)
+    if outcome == "unknown" and deps.clock() - executed_at < deps.verify_deadline_seconds:
+        return {"verification": "pending", "verification_note": note}
     evidence = [{"kind": "incident", "id": state["incident_id"]}] if state.get("incident_id") else []
     deps.client.verify(proposal.id, VerificationCreate.model_validate(
         {"outcome": outcome, "note": note[:200], "evidence": evidence}))
     return {"outcome": "verified", "verification": outcome, "verification_note": note}
+
+
+def after_verify(state: RemediationState) -> Literal["await_telemetry", "__end__"]:
+    """Wait for more windows while too few have closed since execution."""
+    return "await_telemetry" if state.get("verification") == "pending" else "__end__"
+
+
+def await_telemetry(state: RemediationState, deps: Deps) -> dict[str, Any]:
+    """Pause until the worker's next verification pass (fresh windows arrive on their own schedule)."""
+    interrupt({"waiting_for": "telemetry", "proposal_id": state["proposal_id"]})
+    return {}
 
 
 def _model_of(state: RemediationState) -> str | None:
