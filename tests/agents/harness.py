@@ -15,6 +15,7 @@ from control_plane.auth import service as auth_service
 from control_plane.auth.roles import Role
 from control_plane.auth.schemas import TokenCreate
 from control_plane.db.session import Database
+from edge_agent.telemetry import WindowRecorder
 from tests.control_plane.telemetry.simulate import MODEL, ListSink, SimDevice, make_baseline, register_baseline
 
 
@@ -61,13 +62,17 @@ class SimFleet:
             self.groups[device_id] = group
 
     def send(self, device_id: str, *, windows: int = 4, version: int = 1, start: float | None = None,
-             errors: int = 0, shift: dict[int, float] | None = None, seed: int = 0) -> None:
-        """Record ``windows`` real windows on the device and post them as the device."""
+             errors: int = 0, shift: dict[int, float] | None = None, seed: int = 0, model: str = MODEL) -> None:
+        """Record ``windows`` real windows (edge_agent's WindowRecorder) and post them as the device."""
         sink = ListSink()
         begin = start if start is not None else time.time() - 60 * windows - 30
-        device = SimDevice(device_id, self.baseline, sink, seed=seed or hash(device_id) % 1000, start=begin,
+        sink.seq = int(begin)  # window_seq must grow across calls for one device
+        device = SimDevice(device_id, self.baseline, sink, seed=seed or sum(map(ord, device_id)), start=begin,
                            version=version)
-        device.sink.seq = int(begin)  # window_seq must grow across calls for one device
+        if model != MODEL:
+            device.recorder = WindowRecorder(self.baseline.to_dict(), device_id=device_id, model_name=model,
+                                             model_version=version, sink=sink, window_seconds=60.0,
+                                             clock=lambda: device.now)
         for _ in range(windows):
             device.run_window(rows=200, errors=errors, shift=shift)
         response = self.http.post("/telemetry/windows", json=sink.messages,
@@ -76,12 +81,14 @@ class SimFleet:
         assert response.json()["stored"] == windows, response.json()
 
     def alert(self, check: AlertCheck, title: str, *, version: int = 1, feature: str | None = None,
-              evidence: dict[str, Any] | None = None, severity: Severity = Severity.CRITICAL) -> str:
+              evidence: dict[str, Any] | None = None, severity: Severity = Severity.CRITICAL, model: str = MODEL,
+              rollout_id: str | None = None, deployment_id: str | None = None) -> str:
         """Raise an alert as a monitor would; return its id."""
         with self.database.transaction() as session:
             raised, _ = alerts.raise_alert(session=session, actor="system:monitor", request=AlertRaise(
-                fingerprint=f"{MODEL}-{version}-{check}-{feature}", check=check, severity=severity, title=title,
-                model_name=MODEL, model_version=version, feature=feature, evidence=evidence or {}))
+                fingerprint=f"{model}-{version}-{check}-{feature}", check=check, severity=severity, title=title,
+                model_name=model, model_version=version, feature=feature, evidence=evidence or {},
+                rollout_id=rollout_id, deployment_id=deployment_id))
             return raised.id
 
     def close(self) -> None:
