@@ -87,7 +87,7 @@ def bad_model_version(evidence: Evidence) -> Finding:
         finding.refs.append({"kind": "rollout", "id": evidence.rollout["id"]})
         finding.scope["rollout_id"] = evidence.rollout["id"]
         waves = evidence.rollout.get("wave_plan") or []
-        in_progress = evidence.rollout.get("state") in ("running", "paused", "pending")
+        in_progress = evidence.rollout.get("state") in ("in_progress", "paused", "pending")
         if in_progress and waves and int(evidence.rollout.get("current_wave") or 0) < len(waves) - 1:
             finding.scope["canary"] = True
         if finding.confidence:
@@ -145,6 +145,9 @@ def concept_drift(evidence: Evidence) -> Finding:
     if evidence.previous is not None and evidence.rollout is not None and not _degraded(evidence.previous, 0):
         finding.against.append("a new version was rolled out recently")
         finding.confidence *= 0.6
+    if evidence.prompt_moves:
+        finding.against.append("a prompt label moved recently")
+        finding.confidence *= 0.6
     return finding
 
 
@@ -171,8 +174,10 @@ def cohort_fault(evidence: Evidence) -> Finding:
     finding = Finding(cause=Cause.COHORT_FAULT, confidence=0.0, refs=_base(evidence), scope={"model": evidence.model})
     if len(evidence.groups) < 2:
         return finding
-    healthy = median(_err(g) for g in evidence.groups)
-    bad = [g for g in evidence.groups if _degraded(g, max(healthy, 0.005))]
+    # Compare each group with the median of the others (with two groups, a median over all would hide the bad one).
+    bad = [g for g in evidence.groups
+           if _degraded(g, max(median(_err(o) for o in evidence.groups if o is not g), 0.005))]
+    healthy = median(_err(g) for g in evidence.groups if g not in bad) if len(bad) < len(evidence.groups) else 0.0
     if len(bad) == 1:
         group = bad[0].scope.get("device_group")
         finding.supporting.append(f"group {group} errs on {_err(bad[0]):.1%}, the others on {healthy:.1%}")
@@ -194,6 +199,9 @@ def prompt_regression(evidence: Evidence) -> Finding:
         finding.supporting.append(f"label {move['label']} of {move['prompt']} moved v{move['from_version']} -> "
                                   f"v{move['to_version']}")
         finding.confidence = 0.4
+        if {"performance", "error_rate"} & set(evidence.checks):
+            finding.supporting.append("quality fell after the move")
+            finding.confidence = 0.7
         if failing:
             finding.supporting.append(f"{len(failing)} eval run(s) of the new version failed")
             finding.refs.extend({"kind": "eval_run", "id": r["id"]} for r in failing[:5])

@@ -44,7 +44,7 @@ def test_bad_model_version_needs_the_previous_version_healthy() -> None:
 
 
 def test_a_regression_mid_rollout_is_scoped_to_the_canary() -> None:
-    canary = {**ROLLOUT, "state": "running", "current_wave": 0}
+    canary = {**ROLLOUT, "state": "in_progress", "current_wave": 0}
     finding = bad_model_version(_evidence(current=_stats(0.2), previous=_stats(0.0), previous_version=1,
                                           rollout=canary))
     assert finding.scope["canary"] is True
@@ -130,3 +130,8 @@ def test_recovery_counts_only_windows_after_execution_and_leaves_the_quarantined
         "unknown"
     assert judge_recovery(windows, proposal={"params": {}}, executed_at=100, min_windows=2,
                           max_error_rate=0.1)[0] == "not_recovered"
+
+
+def test_with_two_groups_the_bad_one_is_compared_with_the_other() -> None:
+    finding = cohort_fault(_evidence(groups=[_stats(0.4, device_group="south"), _stats(0.0, device_group="north")]))
+    assert finding.scope["device_group"] == "south"
