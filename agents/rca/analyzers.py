@@ -251,12 +251,33 @@ ANALYZERS: tuple[Callable[[Evidence], Finding | list[Finding]], ...] = (
     bad_model_version, drift, concept_drift, device_fault, cohort_fault, prompt_regression, infrastructure, harmless)
 
 
+# Which causes can produce which alert check: a cause that explains none of the incident's alerts is halved.
+EXPLAINS: dict[str, frozenset[Cause]] = {
+    "feature_drift": frozenset({Cause.COVARIATE_DRIFT, Cause.UPSTREAM_CHANGE, Cause.HARMLESS}),
+    "prediction_drift": frozenset({Cause.BAD_MODEL_VERSION, Cause.COVARIATE_DRIFT, Cause.CONCEPT_DRIFT,
+                                   Cause.UPSTREAM_CHANGE, Cause.HARMLESS}),
+    "missing_rate": frozenset({Cause.UPSTREAM_CHANGE, Cause.DEVICE_FAULT, Cause.COHORT_FAULT}),
+    "out_of_range": frozenset({Cause.UPSTREAM_CHANGE, Cause.COVARIATE_DRIFT, Cause.DEVICE_FAULT}),
+    "error_rate": frozenset({Cause.BAD_MODEL_VERSION, Cause.DEVICE_FAULT, Cause.COHORT_FAULT, Cause.INFRASTRUCTURE,
+                             Cause.PROMPT_REGRESSION}),
+    "latency": frozenset({Cause.INFRASTRUCTURE, Cause.BAD_MODEL_VERSION, Cause.DEVICE_FAULT, Cause.COHORT_FAULT}),
+    "performance": frozenset({Cause.CONCEPT_DRIFT, Cause.COVARIATE_DRIFT, Cause.PROMPT_REGRESSION,
+                              Cause.BAD_MODEL_VERSION, Cause.UPSTREAM_CHANGE}),
+}
+
+
 def analyze(evidence: Evidence) -> list[Finding]:
     """Run every analyzer and return the supported findings, best first (a specific cause outranks drift)."""
     findings: list[Finding] = []
     for analyzer in ANALYZERS:
         produced = analyzer(evidence)
         findings.extend(produced if isinstance(produced, list) else [produced])
+    explained = set().union(*(EXPLAINS.get(check, frozenset(Cause)) for check in evidence.checks)) \
+        if evidence.checks else set(Cause)
+    for finding in findings:
+        if finding.confidence and finding.cause not in explained:
+            finding.against.append(f"does not explain a {'/'.join(evidence.checks)} alert")
+            finding.confidence *= 0.5
     for finding in findings:
         finding.confidence = round(min(0.99, finding.confidence), 3)
     supported = [f for f in findings if f.confidence >= SUPPORTED and f.supporting]

@@ -67,7 +67,8 @@ class Alert(Strict):
     title: str = "alert"
     feature: str | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(default_factory=dict, description="e.g. {device_group: south}: a cohort "
+                                     "alert; alerts of different cohorts correlate into different incidents.")
     rollout: bool = Field(default=False, description="Attach the rollout of this version.")
 
 
@@ -103,7 +104,12 @@ class Case(Strict):
     prompts: list[PromptMove] = Field(default_factory=list)
     telemetry: list[Telemetry]
     alerts: list[Alert] = Field(min_length=1)
-    expected: Expected
+    expected: Expected | list[Expected] = Field(
+        description="One expectation, or one per incident in the order their first alerts are listed.")
+
+    def expectations(self) -> list[Expected]:
+        """The expectation per incident."""
+        return self.expected if isinstance(self.expected, list) else [self.expected]
 
 
 def load_case(folder: Path) -> Case:

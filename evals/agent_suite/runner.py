@@ -18,7 +18,7 @@ from agents.rca.graph import build_graph as build_rca
 from agents.remediation.graph import build_graph as build_remediation
 from agents.triage.graph import build_graph as build_triage
 from evals.agent_suite.build import serve_case
-from evals.agent_suite.case import Case, load_case
+from evals.agent_suite.case import Case, Expected, load_case
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ class CaseResult:
     scopes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _matches(finding: dict[str, Any], case: Case) -> bool:
-    if finding["cause"] != case.expected.cause:
+def _matches(finding: dict[str, Any], expected: Expected) -> bool:
+    if finding["cause"] != expected.cause:
         return False
     scope = finding.get("scope", {})
-    return all(str(scope.get(key)) == str(value) for key, value in case.expected.scope.items())
+    return all(str(scope.get(key)) == str(value) for key, value in expected.scope.items())
 
 
 def run_case(case: Case, llm: LlmClient | None = None) -> CaseResult:
@@ -56,7 +56,6 @@ def run_case(case: Case, llm: LlmClient | None = None) -> CaseResult:
         triage, rca = build_triage(None, client, llm), build_rca(None, client, llm)
         remediation = build_remediation(InMemorySaver(), client, llm)
         started = time.perf_counter()
-        findings: list[dict[str, Any]] = []
         incidents: dict[str, list[dict[str, Any]]] = {}
         for alert_id in built.alert_ids:
             note = triage.invoke({"alert_id": alert_id})
@@ -72,17 +71,26 @@ def run_case(case: Case, llm: LlmClient | None = None) -> CaseResult:
                                {"configurable": {"thread_id": note["incident_id"]}})
         elapsed = time.perf_counter() - started
         proposals = client.list_proposals().items
-    for found in incidents.values():
-        findings.extend(found[:3])
-    ranked = next(iter(incidents.values()), [])
+    expectations = case.expectations()
+    ranked_all = list(incidents.values())
+    pairs = list(zip(expectations, ranked_all + [[]] * (len(expectations) - len(ranked_all)), strict=False))
+    acceptable = {a for e in expectations for a in e.acceptable_actions}
+    forbidden = {a for e in expectations for a in e.forbidden_actions} - acceptable
+    harmless = all(e.harmless for e in expectations)
     actions = sorted({p.kind for p in proposals}) or ["none"]
+    kinds_needed = {e.acceptable_actions[0] for e in expectations} - {"none"}
     return CaseResult(
-        case=case.name, expected_cause=case.expected.cause, causes=[f["cause"] for f in ranked[:3]],
-        top1=bool(ranked) and _matches(ranked[0], case), top3=any(_matches(f, case) for f in ranked[:3]),
-        actions=actions, action_ok=all(a in case.expected.acceptable_actions for a in actions),
-        forbidden=sum(1 for p in proposals if p.kind in case.expected.forbidden_actions),
-        harmless_proposals=len(proposals) if case.expected.harmless else 0, incidents=len(incidents),
-        seconds_per_incident=round(elapsed / max(1, len(incidents)), 3), scopes=[f.get("scope", {}) for f in ranked[:1]])
+        case=case.name, expected_cause="+".join(e.cause for e in expectations),
+        causes=[f["cause"] for ranked in ranked_all for f in ranked[:3]],
+        top1=len(ranked_all) >= len(expectations) and all(r and _matches(r[0], e) for e, r in pairs),
+        top3=len(ranked_all) >= len(expectations) and all(any(_matches(f, e) for f in r[:3]) for e, r in pairs),
+        actions=actions,
+        action_ok=all(a in acceptable for a in actions) and kinds_needed <= set(actions)
+        if len(expectations) > 1 else all(a in acceptable for a in actions),
+        forbidden=sum(1 for p in proposals if p.kind in forbidden),
+        harmless_proposals=len(proposals) if harmless else 0, incidents=len(incidents),
+        seconds_per_incident=round(elapsed / max(1, len(incidents)), 3),
+        scopes=[r[0].get("scope", {}) for r in ranked_all if r])
 
 
 def run_suite(suite: Path, only: str | None = None, llm: LlmClient | None = None) -> dict[str, Any]:
@@ -96,7 +104,7 @@ def run_suite(suite: Path, only: str | None = None, llm: LlmClient | None = None
             results.append(run_case(case, llm))
         except Exception as exc:  # one broken case is a failed case, not a crashed suite
             log.exception("case %s failed", case.name)
-            results.append(CaseResult(case.name, case.expected.cause, [], False, False, [], False, 0, 0, 0, 0.0,
+            results.append(CaseResult(case.name, "+".join(e.cause for e in case.expectations()), [], False, False, [], False, 0, 0, 0, 0.0,
                                       error=f"{type(exc).__name__}: {exc}"[:300]))
     return summarize(results)
 
