@@ -116,7 +116,8 @@ def gather(tools: ReadTools, alerts: list[dict[str, Any]], *, now: float, hours:
         previous = tools.get_drift_report(model, evidence.previous_version, hours=hours, until=now)
         _record(evidence, previous)
         evidence.previous = condense(previous, {"model": model, "version": evidence.previous_version})
-    for group in sorted({d.group for d in evidence.devices if d.group}):
+    groups = sorted({d.group for d in evidence.devices if d.group})
+    for group in groups if len(groups) > 1 else []:  # one group: its report is the version's report
         cohort = tools.get_drift_report(model, version, hours=hours, until=now, device_group=group)
         _record(evidence, cohort)
         stats = condense(cohort, {"model": model, "version": version, "device_group": group})

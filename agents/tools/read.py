@@ -20,9 +20,16 @@ def _iso(epoch: float) -> str:
 class ReadTools:
     """The investigation tool set; nothing here can change anything."""
 
-    def __init__(self, client: ControlPlaneClient, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: ControlPlaneClient, *, clock: Callable[[], float] = time.time,
+                 report_cache_seconds: float = 15.0) -> None:
         self._client = client
         self._clock = clock
+        # Triage and RCA of one alert ask for the same drift reports within seconds; a report is the costliest
+        # read, so identical queries inside a short window share one answer (ends are aligned to the window).
+        self._report_cache_seconds = report_cache_seconds
+        # Kept on the client so the triage and RCA graphs built on one client share it.
+        self._reports: dict[tuple[tuple[str, Any], ...], tuple[float, ToolResult]] = \
+            client.__dict__.setdefault("_agent_report_cache", {})
 
     def _get(self, tool: str, path: str, params: dict[str, Any]) -> ToolResult:
         clean = {k: v for k, v in params.items() if v is not None}
@@ -51,11 +58,23 @@ class ReadTools:
                          device_group: str | None = None, rollout_id: str | None = None,
                          deployment_id: str | None = None) -> ToolResult:
         """Return the drift report (features, error rate, latency) of a version, optionally of one cohort."""
-        end = until if until is not None else self._clock()
-        return self._get("get_drift_report", "/drift/report", {
-            "model": model, "version": version, "since": _iso(end - hours * 3600), "until": _iso(end),
-            "bucket_seconds": hours * 3600, "device_group": device_group, "rollout_id": rollout_id,
-            "deployment_id": deployment_id})
+        now = self._clock()
+        end = until if until is not None else now
+        if self._report_cache_seconds > 0:
+            end = end - end % self._report_cache_seconds + self._report_cache_seconds
+        params = {"model": model, "version": version, "since": _iso(end - hours * 3600), "until": _iso(end),
+                  "bucket_seconds": hours * 3600, "device_group": device_group, "rollout_id": rollout_id,
+                  "deployment_id": deployment_id}
+        key = tuple(sorted((k, v) for k, v in params.items() if v is not None))
+        cached = self._reports.get(key)
+        if cached is not None and now - cached[0] < self._report_cache_seconds:
+            return cached[1]
+        result = self._get("get_drift_report", "/drift/report", params)
+        if result.status != "error":
+            for stale in [k for k, v in self._reports.items() if now - v[0] >= self._report_cache_seconds]:
+                del self._reports[stale]
+            self._reports[key] = (now, result)
+        return result
 
     def list_windows(self, model: str, version: int | None = None, *, hours: float = 6.0,
                      limit: int = 1000) -> ToolResult:

@@ -104,7 +104,8 @@ def run_suite(suite: Path, only: str | None = None, llm: LlmClient | None = None
             results.append(run_case(case, llm))
         except Exception as exc:  # one broken case is a failed case, not a crashed suite
             log.exception("case %s failed", case.name)
-            results.append(CaseResult(case.name, "+".join(e.cause for e in case.expectations()), [], False, False, [], False, 0, 0, 0, 0.0,
+            expected = "+".join(e.cause for e in case.expectations())
+            results.append(CaseResult(case.name, expected, [], False, False, [], False, 0, 0, 0, 0.0,
                                       error=f"{type(exc).__name__}: {exc}"[:300]))
     return summarize(results)
 
@@ -124,6 +125,7 @@ def summarize(results: list[CaseResult]) -> dict[str, Any]:
         "harmless_proposals": sum(r.harmless_proposals for r in results),
         "seconds_per_incident_max": max((r.seconds_per_incident for r in results), default=0.0),
         "per_cause": {cause: {"cases": len(rs), "top1": sum(r.top1 for r in rs), "top3": sum(r.top3 for r in rs),
-                              "correct_action": sum(r.action_ok for r in rs)} for cause, rs in sorted(per_cause.items())},
+                              "correct_action": sum(r.action_ok for r in rs)}
+                      for cause, rs in sorted(per_cause.items())},
         "results": [asdict(r) for r in results],
     }

@@ -31,9 +31,10 @@ def _faulty_fleet(fleet: SimFleet) -> str:
 
 
 def test_device_fault_is_triaged_explained_and_proposed_then_verified_after_restart(
-        served: Served, fleet: SimFleet, database: Database, tmp_path: Path) -> None:
+        served: Served, fleet: SimFleet, database: Database, tmp_path: Path, db_url: str) -> None:
     alert_id = _faulty_fleet(fleet)
-    checkpoints = f"sqlite:///{tmp_path / 'checkpoints.db'}"
+    # The checkpointer follows the database under test: SQLite file, or PostgreSQL (PostgresSaver).
+    checkpoints = db_url if db_url.startswith("postgresql") else f"sqlite:///{tmp_path / 'checkpoints.db'}"
     with agent_client(served.url, database) as client, open_checkpointer(checkpoints) as saver:
         triage = build_triage(saver, client, None).invoke({"alert_id": alert_id}, {"configurable": {"thread_id": "t"}})
         assert triage["decision"] == "investigate"
