@@ -7,12 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from agents.checkpoint import open_checkpointer
+from agents.config import AgentSettings
+from agents.runner import run_worker
 from agents.worker import AgentWorker, Cursor
 from control_plane.alerts.schemas import AlertCheck, Severity
+from control_plane.auth.roles import Role
 from control_plane.db.session import Database
 from control_plane.events.schemas import Event
-from tests.agents.harness import SimFleet, agent_client
+from tests.agents.harness import SimFleet, agent_client, token
 from tests.control_plane.events.conftest import Served
 from tests.control_plane.fleet.conftest import wait_for
 
@@ -68,3 +73,9 @@ def test_worker_resumes_the_stream_after_a_restart_without_missing_or_repeating(
     assert first and second and min(second) > cursor >= max(first) and not set(first) & set(second)
 
 
+
+
+def test_the_worker_refuses_any_token_but_an_agent_one(served: Served, database: Database, tmp_path: Path) -> None:
+    settings = AgentSettings(data_dir=tmp_path, agents_api_url=served.url)
+    with pytest.raises(SystemExit, match="agent-role token"):
+        run_worker(settings, token(database, "ops", Role.OPERATOR), threading.Event())
