@@ -20,7 +20,7 @@ import uvicorn
 from sqlalchemy import func, select
 
 from agents.checkpoint import open_checkpointer
-from agents.control_plane_client import ControlPlaneClient
+from agents.control_plane_client import ControlPlaneClient, ControlPlaneError
 from agents.worker import AgentWorker, Cursor
 from control_plane.alerts.schemas import AlertCheck
 from control_plane.approvals.schemas import ProposalState
@@ -132,6 +132,12 @@ def test_injected_fault_is_rolled_back_after_approval_and_verified(
             wait_for(lambda: approver.get_proposal(proposal.id).verification is not None, timeout=30)
             stop.set()
             thread.join(20)
+            # Resumed twice more, approved twice more: the rollback still ran once.
+            worker.on_proposal(proposal.id)
+            worker.on_proposal(proposal.id)
+            with pytest.raises(ControlPlaneError) as again:
+                approver.approve(proposal.id, "again")
+            assert again.value.status_code == 409
         assert approver.get_proposal(proposal.id).verification == "recovered"
         kinds = [e.kind.value for e in approver.timeline(incident.id)]
         assert kinds == ["alert_joined", "triage_note", "rca_report", "proposal", "decision", "execution",
