@@ -53,10 +53,15 @@ class LlmClient:
 
     def structured(self, user: dict[str, Any], schema: type[Schema], *, tools: list[dict[str, Any]] | None = None,
                    call_tool: Callable[[str, dict[str, Any]], ToolResult] | None = None,
-                   tool_log: list[str] | None = None) -> Schema | None:
-        """Ask for ``schema``; run the read tools it calls; return the validated answer or None (rejected)."""
+                   tool_log: list[str] | None = None, instructions: str = "") -> Schema | None:
+        """Ask for ``schema``; run the read tools it calls; return the validated answer or None (rejected).
+
+        ``instructions`` (from the prompt registry) come first; the data-not-instructions guard and the schema are
+        always appended, so a registry text cannot remove them.
+        """
+        system = (instructions.strip() + "\n\n" if instructions.strip() else "") + SYSTEM_PROMPT
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": SYSTEM_PROMPT + "\nSchema: " + json.dumps(schema.model_json_schema())},
+            {"role": "system", "content": system + "\nSchema: " + json.dumps(schema.model_json_schema())},
             {"role": "user", "content": json.dumps(user, default=str)}]
         retried = False
         for _ in range(self.max_steps):

@@ -32,14 +32,17 @@ class Deps:
         self.tools = Toolset(self.client)
 
 
-def ensure_agent_run(deps: Deps, agent: str, run_key: str, outcome: str, details: dict[str, Any]) -> str:
+def ensure_agent_run(deps: Deps, agent: str, run_key: str, outcome: str, details: dict[str, Any],
+                     prompt_version_ids: list[str] | None = None) -> str:
     """Return the agent run recorded under ``run_key``, recording it first if there is none."""
     for run in deps.client.read_json("/agent-runs", {"agent": agent, "limit": 100}):
         if (run.get("details") or {}).get("run_key") == run_key:
             return str(run["id"])
+    prompt = (f"registry:{prompt_version_ids}" if prompt_version_ids else PROMPT_SOURCE) if deps.llm else None
     body = {"agent": agent, "input_summary": run_key[:200], "outcome": outcome[:40],
-            "details": {"run_key": run_key, "model": deps.llm.model if deps.llm else None,
-                        "prompt": PROMPT_SOURCE if deps.llm else None, **details}}
+            "prompt_version_ids": prompt_version_ids or [],
+            "details": {"run_key": run_key, "model": deps.llm.model if deps.llm else None, "prompt": prompt,
+                        **details}}
     return str(deps.client.record_agent_run(body)["id"])
 
 

@@ -12,6 +12,7 @@ from agents.rca.state import RcaState
 from agents.runs import Deps, ensure_agent_run, post_once
 from control_plane.incidents.schemas import RcaReport
 
+RCA_PROMPT, RCA_PROMPT_LABEL = "agents-rca", "production"
 TEMPLATE_NOTE = "[templated explanation, no language model was used] "
 
 
@@ -41,14 +42,17 @@ def explain(state: RcaState, deps: Deps) -> dict[str, Any]:
         return {"explanation": template, "explained_by": "template", "dropped": [], "tools_used": []}
     tools_used: list[str] = []
     read_names = [n for n in deps.tools.tools() if not n.startswith("propose_")]
+    prompt = deps.tools.read.get_prompt_version(RCA_PROMPT, RCA_PROMPT_LABEL)
+    instructions = str(prompt.data.get("template") or "") if prompt.ok else ""
+    prompt_ids = [str(prompt.data["id"])] if prompt.ok else []
     ranking = deps.llm.structured(
         {"evidence": state["evidence"], "candidate_causes": state["findings"]}, Ranking,
-        tools=tool_specs(read_names), tool_log=tools_used,
+        tools=tool_specs(read_names), tool_log=tools_used, instructions=instructions,
         call_tool=lambda name, args: deps.tools.call(name, args) if name in read_names
         else deps.tools.call("__refused__", {}))
     if ranking is None:
         return {"explanation": template + " (the language model's answer was rejected)", "explained_by": "template",
-                "dropped": [], "tools_used": tools_used}
+                "dropped": [], "tools_used": tools_used, "prompt_version_ids": prompt_ids}
     by_cause = {f.cause.value: f for f in findings}
     ordered: list[Finding] = []
     dropped: list[dict[str, Any]] = []
@@ -64,7 +68,7 @@ def explain(state: RcaState, deps: Deps) -> dict[str, Any]:
         below.confidence = min(below.confidence, above.confidence)
     return {"findings": [f.model_dump(mode="json") for f in ordered], "dropped": dropped,
             "explanation": f"[written by {deps.llm.model}] {ranking.narrative}"[:9000],
-            "explained_by": f"llm:{deps.llm.model}", "tools_used": tools_used}
+            "explained_by": f"llm:{deps.llm.model}", "tools_used": tools_used, "prompt_version_ids": prompt_ids}
 
 
 def post_report(state: RcaState, deps: Deps) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def post_report(state: RcaState, deps: Deps) -> dict[str, Any]:
     run_key = f"rca:{state['incident_id']}:{state['alert_count']}"
     run_id = ensure_agent_run(deps, "rca", run_key, "reported", {
         "explained_by": state["explained_by"], "tools": sorted(set(state.get("tools_used", []))),
-        "dropped": state.get("dropped", [])})
+        "dropped": state.get("dropped", [])}, prompt_version_ids=state.get("prompt_version_ids", []))
     hypotheses = []
     for rank, finding in enumerate(state["findings"][:10], start=1):
         hypotheses.append({"rank": rank, "title": f"{finding['cause']} {_scope_text(finding['scope'])}"[:300],

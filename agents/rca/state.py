@@ -22,4 +22,5 @@ class RcaState(RcaInput, total=False):
     explanation: str
     explained_by: str  # "template" or "llm:<model>"
     tools_used: list[str]
+    prompt_version_ids: list[str]  # the registry prompt versions the LLM was given (empty: built-in text)
     report_entry_id: int

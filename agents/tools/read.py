@@ -104,6 +104,10 @@ class ReadTools:
         """List a prompt's versions."""
         return self._get("get_prompt_versions", f"/prompts/{prompt}/versions", {})
 
+    def get_prompt_version(self, prompt: str, ref: str = "production") -> ToolResult:
+        """Return the prompt version a label, number or 'latest' points at."""
+        return self._get("get_prompt_version", f"/prompts/{prompt}/versions/{ref}", {})
+
     def get_lineage(self, kind: str, node_id: str) -> ToolResult:
         """Return the lineage graph around a node."""
         return self._get("get_lineage", f"/lineage/{kind}/{node_id}", {})
