@@ -53,13 +53,17 @@ def test_device_fault_is_triaged_explained_and_proposed_then_verified_after_rest
     with ControlPlaneClient(served.url, token(database, "alice", Role.APPROVER)) as approver:
         approver.approve(proposal_id, "d3 is broken")
         assert approver.wait_for_proposal(proposal_id, timeout_seconds=30).state == ProposalState.EXECUTED
-    for device in ("d1", "d2", "d4"):
-        fleet.send(device, windows=1, start=time.time() + 1)
     with agent_client(served.url, database) as client, open_checkpointer(checkpoints) as saver:
         worker = AgentWorker(client, saver, None, Cursor(tmp_path / "cursor.json"))
-        worker.remediation = build_remediation(saver, client, None)
+        # Executed, but no window has closed since: the graph waits for telemetry instead of guessing.
         worker.on_proposal(proposal_id)
+        assert client.get_proposal(proposal_id).verification is None
+        assert worker.cursor.waiting == {f"remediation:{triage['incident_id']}"}
+        for device in ("d1", "d2", "d4"):
+            fleet.send(device, windows=1, start=time.time() + 1)
+        worker.poll_verifications()
         worker.on_proposal(proposal_id)  # a repeated resume finds nothing waiting
+        assert not worker.cursor.waiting
         done = client.get_proposal(proposal_id)
         assert done.verification == "recovered", done.verification_note
         kinds = [e.kind.value for e in client.timeline(triage["incident_id"])]
