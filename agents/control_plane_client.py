@@ -194,6 +194,19 @@ class ControlPlaneClient:
                 log.info("event stream cut off (%s); resuming after %s", type(exc).__name__, cursor)
                 time.sleep(min(5.0, 0.1 * 2 ** min(reconnects, 6)))
 
+    # ------------------------------------------------------------ read-only access for the agents' tools
+
+    def read_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET any read endpoint under /api/v1 and return its JSON (the tools validate what they use)."""
+        if not path.startswith("/") or ".." in path:
+            raise ValueError(f"not an API path: {path!r}")
+        return self._call("GET", path, params=params or {})
+
+    def record_agent_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Record an agent run (prompt versions, model, tools used); needs the propose scope."""
+        result: dict[str, Any] = self._call("POST", "/agent-runs", json=body)
+        return result
+
 
 def _error(response: httpx.Response) -> ControlPlaneError:
     try:

@@ -185,3 +185,34 @@ def eval_compare(base: str, head: str) -> None:
     console.print(f"{comparison.regressions} regression(s), {comparison.fixes} fix(es)")
 
 
+
+
+@eval_app.command("agents")
+def eval_agents(
+    suite: Annotated[Path, typer.Option(help="Folder of scenario cases (evals/scenarios).")],
+    case: Annotated[str | None, typer.Option(help="Run only this case.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results here.")] = None,
+    min_top1: Annotated[float, typer.Option(help="Fail below this top-1 root-cause accuracy.")] = 0.0,
+    min_action: Annotated[float, typer.Option(help="Fail below this correct-action rate.")] = 0.0,
+    max_forbidden: Annotated[int, typer.Option(help="Fail above this many forbidden actions.")] = 0,
+    max_seconds: Annotated[float, typer.Option(help="Fail above this many seconds per incident.")] = 1e9,
+) -> None:
+    """Score the agents on scenario cases, each on a fresh served control plane (exit 1 below thresholds)."""
+    from agents.config import AgentSettings
+    from agents.runner import make_llm
+    from evals.agent_suite.runner import run_suite
+
+    summary = run_suite(suite, case, make_llm(AgentSettings()))
+    table = Table("case", "expected", "top-3 found", "top1", "top3", "actions", "ok", "s/incident")
+    for row in summary["results"]:
+        table.add_row(row["case"], row["expected_cause"], ", ".join(row["causes"]) or (row["error"] or ""),
+                      "✓" if row["top1"] else "✗", "✓" if row["top3"] else "✗", ", ".join(row["actions"]),
+                      "✓" if row["action_ok"] else "✗", f"{row['seconds_per_incident']:.2f}")
+    console.print(table)
+    console.print({k: v for k, v in summary.items() if k not in ("results", "per_cause")})
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2))
+    failed = (summary["top1"] < min_top1 or summary["correct_action"] < min_action
+              or summary["forbidden_actions"] > max_forbidden or summary["seconds_per_incident_max"] > max_seconds)
+    if failed:
+        raise typer.Exit(1)

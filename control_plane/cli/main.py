@@ -9,6 +9,7 @@ import typer
 
 from control_plane.bootstrap import prepare
 from control_plane.cli.admin import audit_app, db_app, token_app
+from control_plane.cli.agents import agents_app, start_in_process
 from control_plane.cli.context import load_settings
 from control_plane.cli.errors import DEBUG_KEY, LOG_FILE_KEY, OneLineErrors
 from control_plane.cli.evals import eval_app
@@ -29,6 +30,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
+app.add_typer(agents_app, name="agents")
 
 
 @app.callback()
@@ -72,13 +74,20 @@ DataDirOption = Annotated[Path | None, typer.Option(help="Overrides EDGELOOP_DAT
 
 @app.command()
 def serve(ctx: typer.Context, host: HostOption = None, port: PortOption = None,
-          data_dir: DataDirOption = None) -> None:
+          data_dir: DataDirOption = None,
+          with_agents: Annotated[bool, typer.Option("--with-agents", help="Run the agents' worker in-process.")]
+          = False) -> None:
     """Apply migrations and serve the API."""
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     use_log_file(ctx, settings)
     run_preflight(settings)
     prepare(settings)
-    run_server(settings)
+    stop_agents = start_in_process(settings) if with_agents else None
+    try:
+        run_server(settings)
+    finally:
+        if stop_agents is not None:
+            stop_agents.set()
 
 
 @app.command()

@@ -1,0 +1,149 @@
+"""The agents' worker: follow the change stream, run triage -> RCA -> remediation, resume after execution.
+
+The cursor (last handled event id) is persisted after each event, and every graph thread id is derived from
+the event or incident, so a restart neither misses an event nor runs a graph twice for one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
+
+from agents.control_plane_client import ControlPlaneClient
+from agents.llm import LlmClient
+from agents.rca.graph import build_graph as build_rca
+from agents.remediation.graph import build_graph as build_remediation
+from agents.triage.graph import build_graph as build_triage
+from control_plane.events.schemas import Event
+
+log = logging.getLogger(__name__)
+PROPOSAL_MOVES = frozenset({"proposal.executed", "proposal.rejected", "proposal.expired", "proposal.failed"})
+
+
+class Cursor:
+    """The last handled event id and the remediations waiting for telemetry, in a JSON file replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.waiting: set[str] = set()
+
+    def load(self) -> int | None:
+        """Return the saved event id (None on a first start) and restore the waiting set."""
+        try:
+            saved = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        self.waiting = set(saved.get("waiting_verification", []))
+        return int(saved["last_event_id"]) if saved.get("last_event_id") is not None else None
+
+    def save(self, event_id: int | None) -> None:
+        """Persist ``event_id`` and the waiting set (write, fsync, rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        with temporary.open("w") as handle:
+            json.dump({"last_event_id": event_id, "waiting_verification": sorted(self.waiting)}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self.path)
+
+
+class AgentWorker:
+    """Turn events into graph runs."""
+
+    def __init__(self, client: ControlPlaneClient, checkpointer: BaseCheckpointSaver[Any], llm: LlmClient | None,
+                 cursor: Cursor, **options: Any) -> None:
+        self.client = client
+        self.cursor = cursor
+        self.triage = build_triage(checkpointer, client, llm, **options)
+        self.rca = build_rca(checkpointer, client, llm, **options)
+        self.remediation = build_remediation(checkpointer, client, llm, **options)
+        self.handled = 0
+
+    def run(self, stop: threading.Event, *, start_at_head: bool = False, read_timeout: float = 2.0) -> None:
+        """Follow the stream until ``stop`` is set; on a first start begin at the head or at the beginning."""
+        after = self.cursor.load()
+        if after is None:
+            after = self.client.head() if start_at_head else 0
+        while not stop.is_set():
+            try:
+                for event in self.client.events(after=after, resource_types=["incident", "proposal"],
+                                                read_timeout=read_timeout):
+                    self.handle(event)
+                    self.cursor.save(event.seq)
+                    after = event.seq
+                    if stop.is_set():
+                        return
+            except httpx.ReadTimeout:
+                self.poll_verifications()
+                self.cursor.save(after)
+                continue
+            except httpx.TransportError as exc:
+                log.warning("event stream unavailable (%s); retrying", type(exc).__name__)
+                stop.wait(1.0)
+
+    def handle(self, event: Event) -> None:
+        """Run what one event calls for; a failing graph is logged and does not stop the worker."""
+        try:
+            if event.action == "incident.alert_joined" and event.data.get("alert_id"):
+                self.on_alert(str(event.data["alert_id"]), event.resource_id, event.seq)
+            elif event.action in PROPOSAL_MOVES:
+                self.on_proposal(event.resource_id)
+        except Exception:  # one bad event must not stop the stream; the graph's checkpoint keeps its progress
+            log.exception("agents: handling event %s (%s) failed", event.seq, event.action)
+        self.handled += 1
+
+    def on_alert(self, alert_id: str, incident_id: str, seq: int) -> None:
+        """Triage the alert; investigate and remediate when triage says so."""
+        triage = _run_once(self.triage, f"triage:{alert_id}:{seq}", {"alert_id": alert_id})
+        if triage.get("decision") != "investigate":
+            return
+        rca = _run_once(self.rca, f"rca:{incident_id}:{seq}", {"incident_id": incident_id})
+        thread = {"configurable": {"thread_id": f"remediation:{incident_id}"}}
+        if self.remediation.get_state(thread).next:
+            log.info("incident %s already has a remediation waiting for approval", incident_id)
+            return
+        self.remediation.invoke({"incident_id": incident_id, "findings": rca["findings"]}, thread)
+
+    def on_proposal(self, proposal_id: str) -> None:
+        """Resume the remediation waiting on this proposal (a repeat resume finds nothing waiting)."""
+        proposal = self.client.get_proposal(proposal_id)
+        if proposal.incident_id is None:
+            return
+        thread = {"configurable": {"thread_id": f"remediation:{proposal.incident_id}"}}
+        state = self.remediation.get_state(thread)
+        if state.next and state.values.get("proposal_id") == proposal_id and "await_execution" in state.next:
+            self._resume(thread)
+
+    def poll_verifications(self) -> None:
+        """Resume remediations waiting for fresh windows (called when the stream is idle)."""
+        for thread_id in sorted(self.cursor.waiting):
+            try:
+                self._resume({"configurable": {"thread_id": thread_id}})
+            except Exception:  # keep polling the others; this one stays waiting
+                log.exception("agents: verification of %s failed", thread_id)
+
+    def _resume(self, thread: dict[str, Any]) -> None:
+        thread_id = thread["configurable"]["thread_id"]
+        self.remediation.invoke(Command(resume=True), thread)
+        if "await_telemetry" in self.remediation.get_state(thread).next:
+            self.cursor.waiting.add(thread_id)
+        else:
+            self.cursor.waiting.discard(thread_id)
+
+
+def _run_once(graph: Any, thread_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run a thread to the end once: finish it if it was cut off, return its result if it already ran."""
+    config = {"configurable": {"thread_id": thread_id}}
+    state = graph.get_state(config)
+    if state.values and not state.next:
+        return dict(state.values)
+    result: dict[str, Any] = graph.invoke(None if state.next else payload, config)
+    return result

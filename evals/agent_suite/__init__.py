@@ -1,0 +1,1 @@
+"""The agents' scenario suite: cases are data (evals/scenarios/<case>/case.yaml), this package runs them."""
