@@ -50,7 +50,10 @@ FAILURE_STATES = frozenset({TargetState.FAILED, TargetState.REVERTED, TargetStat
 FINISHED_STATES = SUCCESS_STATES | FAILURE_STATES | {TargetState.CANCELLED}
 IN_FLIGHT_STATES = frozenset({TargetState.ISSUED, TargetState.RECEIVED, TargetState.DOWNLOADING,
                               TargetState.VERIFIED})
-DEVICE_STATES = frozenset({"received", "downloading", "verified", "activated", "failed", "reverted", "rejected"})
+# staged, switched, not_switched and scheduled are blue-green reports (edge_agent/bluegreen.py): kept as device
+# state and events; they never move a waved target.
+DEVICE_STATES = frozenset({"received", "downloading", "verified", "activated", "failed", "reverted", "rejected",
+                           "staged", "switched", "not_switched", "scheduled"})
 
 
 class StrictModel(BaseModel):
