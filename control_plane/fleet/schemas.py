@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from control_plane.constraints import ShortText
 
 DeviceId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 GroupName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -38,6 +40,7 @@ class TargetState(StrEnum):
     DOWNLOADING = "downloading"
     VERIFIED = "verified"
     ACTIVATED = "activated"
+    STAGED = "staged"  # blue-green: verified and self-tested in the inactive slot, waiting for the cut-over
     FAILED = "failed"
     REVERTED = "reverted"
     REJECTED = "rejected"
@@ -118,6 +121,7 @@ class StrategyKind(StrEnum):
     ALL_AT_ONCE = "all_at_once"
     WAVES = "waves"
     EXPONENTIAL = "exponential"
+    BLUE_GREEN = "blue_green"  # stage everywhere at once; a separate signed cut-over switches the group
 
 
 class Strategy(StrictModel):
@@ -231,3 +235,25 @@ class ManifestEnvelope(BaseModel):
     payload: str
     signature: str
     key_id: str
+
+
+class CutoverRequest(StrictModel):
+    """Switch a staged blue-green group to the new model, or back to the old one, now or at a set time."""
+
+    to: Literal["new", "old"] = "new"
+    at: AwareDatetime | None = None  # a naive time would be read in the server's zone
+    reason: ShortText = ""
+
+
+class BlueGreenRead(BaseModel):
+    """Where a blue-green rollout stands: staged targets, the last cut-over and what the devices report."""
+
+    rollout_id: str
+    targets: int
+    staged: int
+    not_staged: int
+    last_cutover: dict[str, Any] | None
+    switched: int
+    not_switched: int
+    pending: int
+    serving: dict[str, int]
