@@ -100,9 +100,30 @@ class BlueGreen:
 
     def forget_staged(self) -> None:
         """Drop the staged record (a newer update is about to overwrite the inactive slot)."""
+        self.stop_shadow()
         if self.staged_path.exists():
             remove_durably(self.staged_path)
         self.standby = None
+
+    def stop_shadow(self) -> None:
+        """End shadowing of the staged candidate, if any."""
+        shadow, self.updater.engine.shadow = self.updater.engine.shadow, None
+        if shadow is not None:
+            shadow.stop()
+
+    def start_shadow(self, record: dict[str, Any], runtime: ModelRuntime, settings: dict[str, float]) -> None:
+        """Run the staged candidate on a sample of live inputs (never answering with it)."""
+        from edge_agent.shadow import ShadowRunner  # lazy: only devices asked to shadow pay for it
+
+        def stopped(reason: str, sketch: dict[str, Any]) -> None:
+            self.updater.engine.shadow = None
+            info = {"rollout_id": record.get("rollout_id"), "sequence": record.get("sequence"),
+                    "model": record.get("model")}
+            self.updater.status("shadow_stopped", reason=reason, info=info, slot=record.get("slot"))
+
+        self.stop_shadow()
+        self.updater.engine.shadow = ShadowRunner(runtime, sample_rate=settings["sample_rate"],
+                                                  max_latency_ms=settings["max_latency_ms"], on_stop=stopped)
 
     def stage(self, record: dict[str, Any], runtime: ModelRuntime) -> None:
         """Record a verified, self-tested model in the inactive slot as staged and wait for the cut-over."""
@@ -220,6 +241,7 @@ class BlueGreen:
                                     slot=(active or {}).get("slot"))
                 return
         self._record(command, candidate)
+        self.stop_shadow()
         self.updater.pause_point("cutover_before_commit")
         candidate["activated_at"] = time.time()
         slots.commit(candidate)  # The commit point: a reboot from here on comes back on the new model.

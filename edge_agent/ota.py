@@ -386,6 +386,8 @@ class OtaUpdater:
             self.slots.end_trial()
             record["self_test_p50_ms"] = result.latency_p50_ms
             self.blue_green.stage(record, runtime)
+            if manifest.shadow is not None:
+                self.blue_green.start_shadow(record, runtime, manifest.shadow)
             self.slots.set_outcome("staged")
             self.status("staged", info=info, slot=slot)
             return
