@@ -53,10 +53,10 @@ FAILURE_STATES = frozenset({TargetState.FAILED, TargetState.REVERTED, TargetStat
 FINISHED_STATES = SUCCESS_STATES | FAILURE_STATES | {TargetState.CANCELLED}
 IN_FLIGHT_STATES = frozenset({TargetState.ISSUED, TargetState.RECEIVED, TargetState.DOWNLOADING,
                               TargetState.VERIFIED})
-# staged, switched, not_switched and scheduled are blue-green reports (edge_agent/bluegreen.py): kept as device
-# state and events; they never move a waved target.
+# staged, switched, not_switched and scheduled are blue-green reports (edge_agent/bluegreen.py), shadow_stopped a
+# shadow report (edge_agent/shadow.py): kept as device state and events; only staged moves a (blue-green) target.
 DEVICE_STATES = frozenset({"received", "downloading", "verified", "activated", "failed", "reverted", "rejected",
-                           "staged", "switched", "not_switched", "scheduled"})
+                           "staged", "switched", "not_switched", "scheduled", "shadow_stopped"})
 
 
 class StrictModel(BaseModel):

@@ -77,5 +77,8 @@ def test_blue_green_stages_then_cuts_over_and_back_with_signed_commands(fleet: F
     read = fleet.client.get(f"/api/v1/fleet/rollouts/{rollout_id}/bluegreen", headers=fleet.headers).json()
     assert (read["switched"], read["not_switched"], read["pending"]) == (1, 1, 0)
     assert read["last_cutover"]["published_at"] is not None and read["serving"] == {"digits@1": 2}
-    # Switch reports never move the rollout's targets.
+    # Switch and shadow reports are kept as device state and never move the rollout's targets.
+    _say(fleet, "d0", rollout_id, 1, "shadow_stopped", "shadow_too_slow")
     assert fleet.targets(rollout_id)["d0"] == "staged"
+    assert fleet.client.get("/api/v1/fleet/devices/d0", headers=fleet.headers).json()["reported"]["reason"] == \
+        "shadow_too_slow"
