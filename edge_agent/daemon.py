@@ -45,10 +45,13 @@ class EdgeAgent:
         self.updater = OtaUpdater(
             config=config, key=load_public_key(config.trusted_public_key), slots=self.slots,
             engine=self.engine, emit=self._emit_status, pause_at=pause_at, on_activated=self._activated,
-            crash_on_sha256=crash_on_sha256,
+            crash_on_sha256=crash_on_sha256, on_staged=self._listen_for_cutover,
         )
         self.link = MqttLink(config, on_manifest=self._on_manifest, presence=self._presence)
         self._worker = threading.Thread(target=self._work, name="edge-ota", daemon=True)
+        # Cut-overs get their own worker so a command is never parsed on paho's network thread.
+        self._cutovers: queue.Queue[bytes | None] = queue.Queue()
+        self._cutover_worker = threading.Thread(target=self._work_cutovers, name="edge-cutover", daemon=True)
         self.http: ThreadingHTTPServer | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -84,6 +87,7 @@ class EdgeAgent:
         if retry is not None:
             self._manifests.put(retry)  # An update a crash cut short; the worker backs off before it.
         self._worker.start()
+        self._cutover_worker.start()
         self.link.start()
         if self.config.predict_port is not None:
             from edge_agent.http_api import serve_predict  # lazy: devices without the endpoint skip http.server
@@ -97,6 +101,7 @@ class EdgeAgent:
             self.http.shutdown()
         self.link.stop()
         self._manifests.put(None)
+        self._cutovers.put(None)
         self._worker.join(timeout=5)
 
     def run_forever(self, *, on_start: Callable[[], None] | None = None,
@@ -117,6 +122,13 @@ class EdgeAgent:
         # On paho's thread: a newer manifest cancels a slow download now instead of queueing behind it.
         self.updater.offer(message)
         self._manifests.put(message)
+
+    def _listen_for_cutover(self, topic: str) -> None:
+        self.link.subscribe_extra(topic, self._cutovers.put)
+
+    def _work_cutovers(self) -> None:
+        while (message := self._cutovers.get()) is not None:
+            self.updater.blue_green.offer(message)
 
     def _emit_status(self, event: dict[str, Any]) -> None:
         self.link.publish(device_topic(self.config.device_id, "status"), json.dumps(event).encode())

@@ -116,6 +116,7 @@ class InferenceEngine:
         self._lock = threading.Lock()
         self._runtime: ModelRuntime | None = None
         self.recorder: TelemetryRecorder = recorder or NullRecorder()
+        self.shadow: Any = None  # edge_agent.shadow.ShadowRunner while a staged candidate is shadowed
 
     @property
     def runtime(self) -> ModelRuntime | None:
@@ -148,6 +149,9 @@ class InferenceEngine:
             self._observe(batch, np.empty(0), None, time.perf_counter() - started, True)
             raise
         self._observe(batch, labels, scores, time.perf_counter() - started, False)
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.offer(batch, labels)  # Sampled and queued; the candidate never answers the caller.
         return labels, scores
 
     def _observe(

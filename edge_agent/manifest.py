@@ -21,6 +21,7 @@ from edge_agent.strict_json import INT64_LIMIT, StrictJsonError, loads_strict
 
 MANIFEST_SCHEMA = "edgeloop.manifest/v1"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_ROLLOUT_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class ManifestRejected(Exception):
@@ -64,6 +65,8 @@ class Manifest:
     telemetry: dict[str, Any]
     payload_sha256: str
     raw: dict[str, Any] = field(repr=False)
+    stage_only: bool = False  # blue-green: verify and self-test into the inactive slot, activate on a cut-over
+    shadow: dict[str, float] | None = None  # stage_only: also run the candidate on a sample of live inputs
 
 
 def public_key_id(key: Ed25519PublicKey) -> str:
@@ -190,13 +193,26 @@ def parse_payload(payload: bytes) -> Manifest:
     _require(isinstance(input_schema, dict), "input_schema")
     telemetry = raw.get("telemetry") or {}
     _require(isinstance(telemetry, dict), "telemetry")
+    stage_only = raw.get("stage_only", False)
+    _require(isinstance(stage_only, bool), "stage_only must be a boolean")
+    # A staged model waits for a cut-over on a topic named after its rollout, so the id must be topic-safe.
+    _require(not stage_only or (isinstance(rollout, str) and bool(_ROLLOUT_RE.fullmatch(rollout))),
+             "stage_only needs a rollout_id of 1-128 letters, digits, '.', '_' or '-'")
+    shadow = raw.get("shadow")
+    if shadow is not None:
+        _require(stage_only and isinstance(shadow, dict) and set(shadow) <= {"sample_rate", "max_latency_ms"},
+                 "shadow needs stage_only and takes only sample_rate and max_latency_ms")
+        rate, budget = shadow.get("sample_rate", 0.1), shadow.get("max_latency_ms", 50.0)
+        _require(_is_num(rate) and 0 < rate <= 1, "shadow.sample_rate must be in (0, 1]")
+        _require(_is_num(budget) and budget > 0, "shadow.max_latency_ms must be positive")
+        shadow = {"sample_rate": float(rate), "max_latency_ms": float(budget)}
     return Manifest(
         device_id=raw["device_id"], sequence=raw["sequence"], rollout_id=rollout,
         issued_at=float(raw["issued_at"]), expires_at=float(raw["expires_at"]), model=dict(model),
         sha256=art["sha256"], size=art["size"], url=art["url"], quantization=art.get("quantization"),
         input_schema=input_schema, self_test=_parse_self_test(raw.get("self_test")),
         baseline=raw.get("baseline"), telemetry=telemetry,
-        payload_sha256=hashlib.sha256(payload).hexdigest(), raw=raw,
+        payload_sha256=hashlib.sha256(payload).hexdigest(), raw=raw, stage_only=stage_only, shadow=shadow,
     )
 
 

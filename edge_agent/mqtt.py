@@ -78,6 +78,13 @@ class MqttLink:
         self.connect_listeners: list[Callable[[], None]] = []
         self.manifest_topic = device_topic(config.device_id, "manifest")
         self.presence_topic = device_topic(config.device_id, "presence")
+        self.extra: dict[str, Callable[[bytes], None]] = {}  # e.g. a staged rollout's cut-over topic
+
+    def subscribe_extra(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Subscribe to one more topic (kept across reconnects) and hand its messages to handler."""
+        self.extra[topic] = handler
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos=1)
 
     def start(self) -> None:
         """Connect in the background; paho's loop thread retries until the broker answers."""
@@ -117,6 +124,8 @@ class MqttLink:
         log.info("connected to %s:%s", self.config.broker_host, self.config.broker_port)
         # Subscriptions do not survive a clean session: resubscribe on every connect.
         client.subscribe(self.manifest_topic, qos=1)
+        for topic in list(self.extra):
+            client.subscribe(topic, qos=1)
         self.publish_presence()
         self.connected.set()
         for listener in self.connect_listeners:
@@ -143,3 +152,5 @@ class MqttLink:
         # An empty payload is the control plane clearing the retained manifest (after an abort): nothing to do.
         if message.topic == self.manifest_topic and message.payload:
             self.on_manifest(bytes(message.payload))
+        elif message.payload and (handler := self.extra.get(message.topic)) is not None:
+            handler(bytes(message.payload))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import onnxruntime as ort
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_agent.bluegreen import CUTOVER_PAUSE_POINTS, BlueGreen, Scheduler
 from edge_agent.config import EdgeConfig
 from edge_agent.download import DownloadError, download_artifact
 from edge_agent.inference import InferenceEngine, ModelRuntime, make_session, run_self_test
@@ -26,7 +27,7 @@ from edge_agent.slots import SlotStore, attempts_of
 
 log = logging.getLogger(__name__)
 STATUS_SCHEMA = "edgeloop.status/v1"
-PAUSE_POINTS = ("downloaded", "before_commit", "after_commit")
+PAUSE_POINTS = ("downloaded", "before_commit", "after_commit", *CUTOVER_PAUSE_POINTS)
 MAX_RETRY_DELAY_S = 300.0
 
 StatusSink = Callable[[dict[str, Any]], None]
@@ -98,6 +99,8 @@ class OtaUpdater:
         pause_at: str | None = None,
         on_activated: Callable[[dict[str, Any]], None] | None = None,
         crash_on_sha256: str | None = None,
+        on_staged: Callable[[str], None] | None = None,
+        schedule: Scheduler | None = None,
     ) -> None:
         self.config = config
         self.keys = key if isinstance(key, KeyRing) else KeyRing(slots.root / "trusted_keys.json", key)
@@ -115,6 +118,12 @@ class OtaUpdater:
         self._cancel = threading.Event()
         self._current: Manifest | None = None
         self._touched = False
+        self.blue_green = BlueGreen(self, schedule=schedule, on_staged=on_staged)
+
+    def pause_point(self, point: str) -> None:
+        """Test hook: block here (until killed) if this is the configured pause point."""
+        if self.pause_at == point:
+            _pause(self.slots.root, point)
 
     def status(
         self,
@@ -154,6 +163,7 @@ class OtaUpdater:
                 retry = self._retry_or_give_up(ota, active)
         if active is not None:
             self._load_committed(active)
+        self.blue_green.boot()
         return retry
 
     def _retry_or_give_up(self, ota: dict[str, Any], active: dict[str, Any] | None) -> bytes | None:
@@ -333,6 +343,7 @@ class OtaUpdater:
     def _apply(self, manifest: Manifest) -> None:
         info = self._info(manifest)
         slot = self.slots.inactive_slot()
+        self.blue_green.forget_staged()  # Whatever was staged in the inactive slot is about to be overwritten.
         self.status("received", info=info, slot=slot)
         self.status("downloading", info=info, slot=slot)
         try:
@@ -370,6 +381,15 @@ class OtaUpdater:
         if not result.ok:
             self.slots.end_trial()
             self._fail("failed", result.reason or "self_test_failed", manifest, slot, result.detail)
+            return
+        if manifest.stage_only:
+            self.slots.end_trial()
+            record["self_test_p50_ms"] = result.latency_p50_ms
+            self.blue_green.stage(record, runtime)
+            if manifest.shadow is not None:
+                self.blue_green.start_shadow(record, runtime, manifest.shadow)
+            self.slots.set_outcome("staged")
+            self.status("staged", info=info, slot=slot)
             return
         if self.pause_at == "before_commit":
             _pause(self.slots.root, "before_commit")

@@ -51,6 +51,7 @@ class SimDevice:
     inbox: deque[bytes] = field(default_factory=deque)
     busy: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    extra_topics: set[str] = field(default_factory=set)  # blue-green cut-over topics of staged rollouts
 
 
 class Fleet:
@@ -68,6 +69,7 @@ class Fleet:
             device.updater = OtaUpdater(
                 config=config, key=keys[config.trusted_public_key], slots=device.slots, engine=device.engine,
                 emit=self._emitter(device), artifacts=self.shared, on_activated=self._presence_refresher(device),
+                on_staged=self._cutover_listener(device), schedule=self._schedule,
             )
             self._wire(device)
             self.devices[config.device_id] = device
@@ -75,6 +77,22 @@ class Fleet:
 
     def _emitter(self, device: SimDevice) -> Callable[[dict[str, Any]], None]:
         return lambda event: self._emit(device, event)
+
+    def _cutover_listener(self, device: SimDevice) -> Callable[[str], None]:
+        def listen(topic: str) -> None:
+            device.extra_topics.add(topic)
+            if device.connected:
+                self.loop.call_soon(lambda: self._subscribe(device, topic))
+        return listen
+
+    @staticmethod
+    def _subscribe(device: SimDevice, topic: str) -> None:
+        device.client.subscribe(topic, qos=1)
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        def submit() -> None:
+            self.pool.submit(fn)
+        self.loop.call_soon(lambda: self.loop.call_later(delay, submit))
 
     def _presence_refresher(self, device: SimDevice) -> Callable[[dict[str, Any]], None]:
         return lambda record: self._publish_presence(device, True)
@@ -90,6 +108,8 @@ class Fleet:
             device.connected = True
             device.backoff_s = device.config.reconnect_min_s
             c.subscribe(manifest_topic, qos=1)
+            for topic in list(device.extra_topics):
+                c.subscribe(topic, qos=1)
             self._publish_presence(device, True)
 
         def on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
@@ -100,6 +120,8 @@ class Fleet:
         def on_message(c: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             if message.topic == manifest_topic and message.payload:  # empty: a cleared retained manifest
                 self._enqueue(device, bytes(message.payload))
+            elif message.topic in device.extra_topics and message.payload and device.updater is not None:
+                self.pool.submit(device.updater.blue_green.offer, bytes(message.payload))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect

@@ -110,10 +110,14 @@ def deploy(
     min_finished: int = 1,
     wave_timeout: float = 600.0,
     quantization: Annotated[str | None, typer.Option(help="Default: int8 if the version has one.")] = None,
+    strategy_kind: Annotated[StrategyKind | None, typer.Option(
+        "--strategy", help="all_at_once, waves, exponential or blue_green (stage only; then `fleet cutover`).")] = None,
 ) -> None:
     """Deploy a model version to the selected devices as a (waved) rollout."""
     strategy: dict[str, Any] = {"failure_threshold": failure_threshold, "min_finished": min_finished,
                                 "wave_timeout_s": wave_timeout}
+    if strategy_kind is not None and strategy_kind not in (StrategyKind.WAVES, StrategyKind.EXPONENTIAL):
+        strategy["kind"] = strategy_kind
     if waves:
         strategy.update(kind=StrategyKind.WAVES, waves=[float(w) for w in waves.split(",")])
     elif exponential:
@@ -181,6 +185,26 @@ def rollback(rollout_id: str, reason: ReasonOption = "",
     with db_session() as session:
         _print_rollout(service.rollout_read(session, rollouts.rollback(session, factory, rollout_id, strategy,
                                                                        CLI_ACTOR, reason)))
+
+
+@fleet_app.command("cutover")
+def cutover(
+    rollout_id: str,
+    to: Annotated[str, typer.Option(help="new (cut over) or old (switch back).")] = "new",
+    at: Annotated[str | None, typer.Option(help="ISO time to switch at (default: now).")] = None,
+    reason: ReasonOption = "",
+) -> None:
+    """Switch a staged blue-green group with one signed command; prints staged/switched counts."""
+    from datetime import datetime
+
+    from control_plane.fleet import bluegreen
+    from control_plane.fleet.schemas import CutoverRequest
+
+    request = CutoverRequest(to=to, at=datetime.fromisoformat(at) if at else None, reason=reason)
+    factory = _factory()
+    with db_session() as session:
+        bluegreen.issue_cutover(session, factory, rollout_id, request, CLI_ACTOR)
+        console.print_json(bluegreen.report(session, rollout_id).model_dump_json())
 
 
 @fleet_app.command("acl")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from control_plane.mqtt.topics import PREFIX
 
 CONTROL_PLANE_USER = "edgeloop-cp"
+ROLLOUT_PREFIX = "edgeloop/rollouts"
 
 
 def mosquitto_acl(device_ids: Iterable[str], control_plane_user: str = CONTROL_PLANE_USER) -> str:
@@ -19,6 +20,7 @@ def mosquitto_acl(device_ids: Iterable[str], control_plane_user: str = CONTROL_P
         f"user {control_plane_user}",
         f"topic readwrite {PREFIX}/#",
         f"topic read $share/edgeloop-cp/{PREFIX}/#",
+        f"topic readwrite {ROLLOUT_PREFIX}/#",
         "",
         "# Every device: only its own subtree. %u is the MQTT username, which must equal the device id.",
         f"pattern read {PREFIX}/%u/manifest",
@@ -26,6 +28,8 @@ def mosquitto_acl(device_ids: Iterable[str], control_plane_user: str = CONTROL_P
         f"pattern write {PREFIX}/%u/presence",
         f"pattern write {PREFIX}/%u/telemetry",
         f"pattern read {PREFIX}/%u/telemetry/ack",
+        "# Blue-green: one signed, retained cut-over command per rollout, read by the whole group.",
+        f"pattern read {ROLLOUT_PREFIX}/+/cutover",
         "",
     ]
     # Pattern lines cover every device; listing the provisioned ids documents who may connect at all.

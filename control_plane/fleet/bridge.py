@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from control_plane.db.base import utcnow
 from control_plane.db.session import Database
-from control_plane.fleet import events, rollouts
+from control_plane.fleet import bluegreen, events, rollouts
 from control_plane.fleet.broker_auth import BrokerAuthFiles
 from control_plane.fleet.manifests import ManifestFactory, factory_for
-from control_plane.fleet.models import Device, DeviceEvent, Manifest, Rollout, RolloutTarget
+from control_plane.fleet.models import Cutover, Device, DeviceEvent, Manifest, Rollout, RolloutTarget
 from control_plane.fleet.schemas import IN_FLIGHT_STATES, RolloutState
 from control_plane.mqtt.connection import MqttConnection, Protocol, client_url
 from control_plane.mqtt.topics import device_topic, fleet_filter
@@ -49,12 +49,13 @@ class BridgeStats:
 
 def publish_pending(session: Session, connection: MqttConnection, limit: int = 5000) -> int:
     """Publish the newest unpublished manifest of each device (retained, QoS 1) and mark them published."""
+    cutovers = publish_cutovers(session, connection)
     query = select(Manifest).where(Manifest.published_at.is_(None)).order_by(Manifest.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)  # Two replicas split the backlog, never double-send.
     pending = list(session.scalars(query))
     if not pending:
-        return 0
+        return cutovers
     newest: dict[str, Manifest] = {}
     for manifest in pending:
         if manifest.device_id not in newest or manifest.sequence > newest[manifest.device_id].sequence:
@@ -78,7 +79,30 @@ def publish_pending(session: Session, connection: MqttConnection, limit: int = 5
     for manifest in pending:  # Superseded by a newer manifest of the same device: never sent.
         if manifest.published_at is None and newest[manifest.device_id] is not manifest:
             manifest.published_at = now
-    return sent
+    return sent + cutovers
+
+
+def publish_cutovers(session: Session, connection: MqttConnection) -> int:
+    """Publish queued blue-green cut-over commands, retained on their rollout's topic, oldest first."""
+    commands = bluegreen.pending_cutovers(session)
+    if session.get_bind().dialect.name == "postgresql" and commands:
+        # Two replicas: only the one that locks a command sends it.
+        commands = list(session.scalars(select(Cutover).where(Cutover.id.in_([c.id for c in commands]),
+                                                             Cutover.published_at.is_(None))
+                                        .with_for_update(skip_locked=True)))
+    sent = []
+    for command in commands:
+        info = connection.client.publish(bluegreen.cutover_topic(command.rollout_id), command.envelope,
+                                         qos=1, retain=True)
+        try:
+            info.wait_for_publish(PUBLISH_TIMEOUT_S)
+        except (RuntimeError, ValueError):
+            break  # Stays queued for the next round, and so does everything after it (order matters).
+        if not info.is_published():
+            break
+        sent.append(command)
+    bluegreen.mark_published(sent)
+    return len(sent)
 
 
 def mark_for_republish(session: Session) -> int:

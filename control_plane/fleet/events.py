@@ -35,6 +35,7 @@ _FINAL_FROM = {
     "failed": _IN_FLIGHT | {"timed_out"},
     "activated": _IN_FLIGHT | {"timed_out", "reverted"},
     "reverted": _IN_FLIGHT | {"timed_out", "activated"},
+    "staged": _IN_FLIGHT | {"timed_out"},  # blue-green: the end of a stage-only manifest
 }
 
 

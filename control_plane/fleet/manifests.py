@@ -170,7 +170,8 @@ class ManifestFactory:
         return result
 
     def template(
-        self, session: Session, *, version: ModelVersion, artifact: Artifact, max_latency_ms: float | None = None
+        self, session: Session, *, version: ModelVersion, artifact: Artifact, max_latency_ms: float | None = None,
+        stage_only: bool = False,
     ) -> ManifestTemplate:
         """Return the device-independent part of a manifest payload, serialised once."""
         # Pick up a rotation made by any replica (one indexed read per template, not per device).
@@ -188,6 +189,8 @@ class ManifestFactory:
             "baseline": baseline_of(session, version),
             "telemetry": {"window_seconds": 60},
         }
+        if stage_only:  # blue-green: the device stages the model and waits for the signed cut-over
+            body["stage_only"] = True
         return ManifestTemplate(body, json.dumps(body, separators=(",", ":"))[1:-1])
 
     def sign(

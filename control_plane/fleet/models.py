@@ -130,3 +130,20 @@ class DeviceEvent(Base):
     reason: Mapped[str | None] = mapped_column(String(200))
     payload: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime]
+
+
+class Cutover(TimestampMixin, Base):
+    """One signed blue-green cut-over command of a rollout; published (retained) on its topic by the bridge."""
+
+    __tablename__ = "fleet_cutovers"
+    __table_args__ = (UniqueConstraint("rollout_id", "sequence", name="uq_fleet_cutovers_rollout_sequence"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str] = mapped_column(ForeignKey("fleet_rollouts.id"), index=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    direction: Mapped[str] = mapped_column(String(10))  # "new" (cut over) or "old" (switch back)
+    target_sha256: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime | None]
+    envelope: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    published_at: Mapped[datetime | None] = mapped_column(index=True)

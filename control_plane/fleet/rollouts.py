@@ -45,8 +45,8 @@ def wave_plan(strategy: Strategy, total: int) -> list[int]:
     """Return cumulative device counts per wave, e.g. waves [1, 10, 50, 100] of 200 devices → [2, 20, 100, 200]."""
     if total <= 0:
         return []
-    if strategy.kind == StrategyKind.ALL_AT_ONCE:
-        return [total]
+    if strategy.kind in (StrategyKind.ALL_AT_ONCE, StrategyKind.BLUE_GREEN):
+        return [total]  # Blue-green stages everywhere at once; the cut-over is the all-at-once moment.
     counts: list[int] = []
     if strategy.kind == StrategyKind.WAVES:
         assert strategy.waves is not None
@@ -135,7 +135,8 @@ def _templates(session: Session, factory: ManifestFactory, deployment: Deploymen
         if artifact is None:
             raise Invalid(f"artifact {artifact_id!r} no longer exists")
         templates[artifact_id] = factory.template(session, version=artifact.model_version, artifact=artifact,
-                                                  max_latency_ms=deployment.strategy.get("max_latency_ms"))
+                                                  max_latency_ms=deployment.strategy.get("max_latency_ms"),
+                                                  stage_only=deployment.strategy.get("kind") == "blue_green")
     return templates
 
 
@@ -200,7 +201,8 @@ def _timeout_wave(session: Session, rollout: Rollout, now: datetime) -> int:
 def health(counts: Counter[str], threshold: float, min_finished: int) -> tuple[bool, int, int]:
     """Return (gate_ok, failed, finished): failing once enough devices finished and too many of them failed."""
     failed = sum(counts[s.value] for s in FAILURE_STATES)
-    finished = failed + sum(counts[s.value] for s in SUCCESS_STATES)
+    # A staged blue-green target has finished its manifest successfully (the cut-over is a separate command).
+    finished = failed + sum(counts[s.value] for s in SUCCESS_STATES) + counts[TargetState.STAGED.value]
     breached = finished >= min_finished and finished > 0 and failed / finished > threshold
     return not breached, failed, finished
 
@@ -231,7 +233,8 @@ def step(session: Session, factory: ManifestFactory, rollout_id: str, now: datet
         if _open_wave(session, factory, rollout, next_wave, now):
             return rollout
         next_wave += 1  # Every device of that wave was superseded or cancelled: move on.
-    activated, cancelled = counts[TargetState.ACTIVATED.value], counts[TargetState.CANCELLED.value]
+    activated = counts[TargetState.ACTIVATED.value] + counts[TargetState.STAGED.value]
+    cancelled = counts[TargetState.CANCELLED.value]
     if not activated and not failed:
         # Every device was taken over by a newer rollout before it finished this one.
         _transition(session, rollout, RolloutState.ABORTED, SYSTEM_ACTOR, "superseded by newer rollouts", now,

@@ -21,11 +21,13 @@ from control_plane.deps import (
     Writer,
     require_device,
 )
-from control_plane.fleet import rollouts, service
+from control_plane.fleet import bluegreen, rollouts, service
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory, factory_for
 from control_plane.fleet.policy import ProtectedFleet
 from control_plane.fleet.schemas import (
+    BlueGreenRead,
+    CutoverRequest,
     DeploymentCreate,
     DeviceCreate,
     DeviceEventRead,
@@ -166,6 +168,20 @@ def list_rollout_devices(rollout_id: Name, session: SessionDep, _: Reader) -> li
     """Return a rollout's devices in wave order with their state."""
     return [RolloutTargetRead.model_validate(t) for t in service.list_targets(session=session,
                                                                               rollout_id=rollout_id)]
+
+
+@router.post("/rollouts/{rollout_id}/cutover", status_code=status.HTTP_202_ACCEPTED, response_model=BlueGreenRead)
+def cutover_rollout(rollout_id: str, body: CutoverRequest, request: Request, session: SessionDep, caller: Writer
+                    ) -> BlueGreenRead:
+    """Switch a staged blue-green group to the new model (or back to the old one) with one signed command."""
+    bluegreen.issue_cutover(session, manifest_factory(request), rollout_id, body, caller.actor)
+    return bluegreen.report(session, rollout_id)
+
+
+@router.get("/rollouts/{rollout_id}/bluegreen", response_model=BlueGreenRead)
+def blue_green_report(rollout_id: str, session: SessionDep, _: Reader) -> BlueGreenRead:
+    """Return staged and switched counts of a blue-green rollout and what its devices serve."""
+    return bluegreen.report(session, rollout_id)
 
 
 @router.post("/rollouts/{rollout_id}/pause", response_model=RolloutRead)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from control_plane.constraints import LIST_MAX, Label, PositiveInt32, ShortText
 
@@ -44,6 +44,7 @@ class TargetState(StrEnum):
     DOWNLOADING = "downloading"
     VERIFIED = "verified"
     ACTIVATED = "activated"
+    STAGED = "staged"  # blue-green: verified and self-tested in the inactive slot, waiting for the cut-over
     FAILED = "failed"
     REVERTED = "reverted"
     REJECTED = "rejected"
@@ -56,7 +57,10 @@ FAILURE_STATES = frozenset({TargetState.FAILED, TargetState.REVERTED, TargetStat
 FINISHED_STATES = SUCCESS_STATES | FAILURE_STATES | {TargetState.CANCELLED}
 IN_FLIGHT_STATES = frozenset({TargetState.ISSUED, TargetState.RECEIVED, TargetState.DOWNLOADING,
                               TargetState.VERIFIED})
-DEVICE_STATES = frozenset({"received", "downloading", "verified", "activated", "failed", "reverted", "rejected"})
+# staged, switched, not_switched and scheduled are blue-green reports (edge_agent/bluegreen.py), shadow_stopped a
+# shadow report (edge_agent/shadow.py): kept as device state and events; only staged moves a (blue-green) target.
+DEVICE_STATES = frozenset({"received", "downloading", "verified", "activated", "failed", "reverted", "rejected",
+                           "staged", "switched", "not_switched", "scheduled", "shadow_stopped"})
 
 
 class StrictModel(BaseModel):
@@ -121,6 +125,7 @@ class StrategyKind(StrEnum):
     ALL_AT_ONCE = "all_at_once"
     WAVES = "waves"
     EXPONENTIAL = "exponential"
+    BLUE_GREEN = "blue_green"  # stage everywhere at once; a separate signed cut-over switches the group
 
 
 class Strategy(StrictModel):
@@ -234,3 +239,25 @@ class ManifestEnvelope(BaseModel):
     payload: str
     signature: str
     key_id: str
+
+
+class CutoverRequest(StrictModel):
+    """Switch a staged blue-green group to the new model, or back to the old one, now or at a set time."""
+
+    to: Literal["new", "old"] = "new"
+    at: AwareDatetime | None = None  # a naive time would be read in the server's zone
+    reason: ShortText = ""
+
+
+class BlueGreenRead(BaseModel):
+    """Where a blue-green rollout stands: staged targets, the last cut-over and what the devices report."""
+
+    rollout_id: str
+    targets: int
+    staged: int
+    not_staged: int
+    last_cutover: dict[str, Any] | None
+    switched: int
+    not_switched: int
+    pending: int
+    serving: dict[str, int]

@@ -277,7 +277,8 @@ def rollout_read(session: Session, rollout: Rollout) -> RolloutRead:
         wave_timeout_s=rollout.wave_timeout_s, reason=rollout.reason, created_by=rollout.created_by,
         created_at=rollout.created_at, finished_at=rollout.finished_at,
         progress=RolloutProgress(total=sum(counts.values()), by_state=dict(counts),
-                                 issued=sum(counts.values()) - counts["pending"], succeeded=counts["activated"],
+                                 issued=sum(counts.values()) - counts["pending"],
+                                 succeeded=counts["activated"] + counts["staged"],
                                  failed=failed, finished=finished),
     )
 

@@ -1,0 +1,89 @@
+"""Shadow evaluation on a real agent: the staged candidate sees sampled inputs, never answers, is stopped if slow."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge_agent.daemon import EdgeAgent
+from tests.edge_agent.edge_support import Harness, ModelArtifact
+
+pytestmark = pytest.mark.mqtt
+
+
+def _labels(model: ModelArtifact, rows: np.ndarray) -> list[str]:
+    session = ort.InferenceSession(model.data, providers=["CPUExecutionProvider"])
+    return [str(v) for v in session.run(None, {session.get_inputs()[0].name: rows})[0]]
+
+
+def _stage(harness: Harness, agent: EdgeAgent, sequence: int, model: ModelArtifact, **overrides: object) -> None:
+    device = agent.config.device_id
+    harness.publish(device, harness.manifest(device, sequence, model, rollout_id=f"ro_sh_{uuid.uuid4().hex[:6]}",
+                                             stage_only=True, **overrides))
+
+
+def test_shadow_scores_the_candidate_without_answering_with_it(
+    agent_factory: Callable[..., EdgeAgent], harness: Harness, models: dict[str, ModelArtifact]
+) -> None:
+    v1, v2 = models["v1_zipmap"], models["v2_zipmap"]
+    agent = agent_factory()
+    device = agent.config.device_id
+    harness.deploy(agent, 1, v1)
+    _stage(harness, agent, 2, v2, shadow={"sample_rate": 1.0, "max_latency_ms": 1000.0})
+    harness.observer.wait_status(device, "staged", 2)
+    rows = np.random.default_rng(0).normal(size=(40, 64)).astype(np.float32) * 4
+    served = [str(agent.engine.predict(row)[0][0]) for row in rows]
+    assert served == _labels(v1, rows)  # The active model answers every call.
+    shadow = agent.engine.shadow
+    assert shadow is not None
+    shadow.flush()
+    sketch = shadow.window()
+    candidate = _labels(v2, rows)
+    assert sketch["rows"] == len(rows) and sketch["errors"] == 0 and sketch["stopped"] is None
+    assert sketch["agree"] == sum(a == b for a, b in zip(served, candidate, strict=True))
+    assert sketch["candidate_labels"] == dict(Counter(candidate))
+    assert sum(sketch["latency_counts"]) == len(rows)
+    assert len(json.dumps(sketch)) < 2000  # A sketch: no inputs leave the device.
+    assert shadow.window()["rows"] == 0  # Windows reset.
+
+
+def test_slow_or_broken_shadow_is_stopped_and_reported_and_bad_settings_rejected(
+    agent_factory: Callable[..., EdgeAgent], harness: Harness, models: dict[str, ModelArtifact]
+) -> None:
+    v1, v2 = models["v1_zipmap"], models["v2_zipmap"]
+    agent = agent_factory()
+    device = agent.config.device_id
+    harness.deploy(agent, 1, v1)
+    def rejected() -> list[dict[str, object]]:
+        return [e for e in harness.observer.statuses(device) if e["state"] == "rejected"]
+
+    for count, shadow in enumerate(({"sample_rate": 0}, {"sample_rate": 1.5}, {"max_latency_ms": -1},
+                                    {"sample_rate": 0.5, "extra": 1}, [1]), start=1):
+        _stage(harness, agent, 2, v2, shadow=shadow)
+        harness.observer.wait(lambda n=count: len(rejected()) >= n)
+    harness.publish(device, harness.manifest(device, 7, v2, shadow={"sample_rate": 0.5}))  # shadow needs stage_only
+    harness.observer.wait(lambda: len(rejected()) >= 6)
+    assert {e["reason"] for e in rejected()} == {"malformed"}
+    harness.assert_serving(agent, v1)
+
+    # A budget no model can meet: stopped and reported after enough samples, the active model keeps serving.
+    _stage(harness, agent, 8, v2, shadow={"sample_rate": 1.0, "max_latency_ms": 1e-6})
+    harness.observer.wait_status(device, "staged", 8)
+    for row in v1.inputs.tolist() * 5:
+        agent.engine.predict(np.asarray(row, dtype=np.float32))
+    event = harness.observer.wait_status(device, "shadow_stopped", 8)
+    assert event["reason"] == "shadow_too_slow" and agent.engine.shadow is None
+    harness.assert_serving(agent, v1)
+
+    # A candidate that fails its self-test is never shadowed.
+    _stage(harness, agent, 9, v2, shadow={"sample_rate": 1.0, "max_latency_ms": 1000.0},
+           self_test={"expected_labels": [(label + 1) % 10 for label in v2.labels]})
+    harness.observer.wait_status(device, "failed", 9)
+    assert agent.engine.shadow is None
+    harness.assert_serving(agent, v1)
