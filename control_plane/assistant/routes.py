@@ -42,6 +42,5 @@ async def ask(thread_id: str, body: MessageCreate, request: Request, settings: S
     await run_in_threadpool(lambda: service.get_thread(settings=settings, thread_id=thread_id, owner=caller.actor))
     token = request.headers["authorization"].split(" ", 1)[1].strip()
     events = service.stream_answer(settings=settings, runbooks=_runbooks(request), thread_id=thread_id,
-                                   question=body.text, token=token, llm_answer=getattr(
-                                       request.app.state, "assistant_llm_answer", None))
+                                   question=body.text, token=token, llm_answer=service.llm_answerer(settings))
     return EventSourceResponse(iterate_in_threadpool(events), ping=15)

@@ -15,6 +15,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agents.assistant.graph import build_graph
+from agents.assistant.llm import LlmAnswerer, LlmError
 from agents.checkpoint import open_checkpointer
 from agents.control_plane_client import ControlPlaneClient
 from control_plane.assistant.schemas import ThreadRead
@@ -53,6 +54,13 @@ class Runbooks:
                 self._store = store
         return [{"document": f"runbooks/{h.source}", "heading": h.heading, "chunk_id": h.chunk_id, "text": h.text}
                 for h in self._store.search(RUNBOOKS, query[:1000], k=k)]
+
+
+def llm_answerer(settings: Settings) -> LlmAnswerer | None:
+    """Return the LLM answerer when EDGELOOP_LLM_BASE_URL is set, else None (deterministic answers only)."""
+    if not settings.llm_base_url:
+        return None
+    return LlmAnswerer(settings.llm_base_url, settings.llm_model or "default", settings.llm_api_key)
 
 
 def _saver(settings: Settings) -> AbstractContextManager[BaseCheckpointSaver[Any]]:
@@ -101,8 +109,8 @@ def stream_answer(*, settings: Settings, runbooks: Runbooks, thread_id: str, que
     except Exception as exc:  # the stream's boundary: any failure becomes an error event
         # The turn's checkpoint is only written when the node finishes, so the thread stays as it was.
         log.warning("assistant turn failed in thread %s: %s", thread_id[:64], type(exc).__name__)
-        yield _sse("error", {"message": f"the answer failed part-way ({type(exc).__name__}); the thread is "
-                                        "unchanged, ask again"})
+        why = str(exc) if isinstance(exc, LlmError) else type(exc).__name__  # our own words, never a URL or token
+        yield _sse("error", {"message": f"the answer failed part-way ({why}); the thread is unchanged, ask again"})
 
 
 def _config(thread_id: str) -> Any:
