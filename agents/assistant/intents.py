@@ -14,7 +14,7 @@ INTENTS = ("degrade", "devices_on_version", "recent_changes", "feature_drift", "
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("propose_rollback", re.compile(r"^\s*(please\s+)?(roll\s*(it\s+)?back|rollback|revert)\b(?!.*\bhow\b)", re.I)),
     ("runbook", re.compile(r"\bhow (do|should|can) (i|we|you)\b|\bsteps? to\b|\brunbook\b|\bprocedure\b", re.I)),
-    ("degrade", re.compile(r"\b(degrad\w*|worse|broken|failing|regress\w*)\b", re.I)),
+    ("degrade", re.compile(r"\b(degrad\w*|worse|broken|fail(?:ing|ed|s)?|regress\w*)\b", re.I)),
     ("devices_on_version", re.compile(r"\bdevices?\b.*\b(run|running|on|still)\b.*\bv\d+\b", re.I)),
     ("recent_changes", re.compile(r"\bwhat\b.*\bchanged\b|\brecent changes\b", re.I)),
     ("feature_drift", re.compile(r"\bdrift\b.*\bfeature\b|\bfeature\b.*\bdrift\b", re.I)),
@@ -44,7 +44,8 @@ _EXAMPLES: dict[str, tuple[str, ...]] = {
 }
 _EXAMPLE_INTENTS = [intent for intent, texts in _EXAMPLES.items() for _ in texts]
 _EXAMPLE_INDEX = BM25Index([text for texts in _EXAMPLES.values() for text in texts])
-_MIN_RETRIEVAL_SCORE = 2.0
+# BM25 score below which a nearest example is a coincidence (one shared word such as "devices" or "last").
+_MIN_RETRIEVAL_SCORE = 4.0
 _FOLLOW_UP = re.compile(r"^\s*(and|what about|how about|same for)\b", re.I)
 
 

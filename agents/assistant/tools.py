@@ -16,7 +16,7 @@ from agents.tools.results import ToolResult, ToolStatus, failed, ok
 from control_plane.approvals.schemas import ProposalState
 
 Emit = Callable[[str, dict[str, Any]], None]
-MAX_RESULT_CHARS = 8_000
+MAX_RESULT_CHARS = 64_000  # a tool_end event carries the data the answer's numbers come from
 
 
 class AssistantReads(ReadTools):

@@ -185,3 +185,16 @@ def eval_compare(base: str, head: str) -> None:
     console.print(f"{comparison.regressions} regression(s), {comparison.fixes} fix(es)")
 
 
+
+
+@eval_app.command("assistant")
+def eval_assistant(
+    output: Annotated[Path | None, typer.Option(help="Write per-case scores and the summary as JSON here.")] = None,
+) -> None:
+    """Score the chat assistant on evals/assistant/questions.yaml against a freshly seeded control plane."""
+    from evals.assistant_eval import run
+
+    report = run()
+    if output is not None:
+        output.write_text(json.dumps(report, indent=2, default=str))
+    typer.echo(json.dumps(report["summary"], indent=2))
