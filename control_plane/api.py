@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from control_plane.alerts.routes import router as alerts_router
 from control_plane.approvals.routes import router as approvals_router
+from control_plane.assistant.routes import router as assistant_router
 from control_plane.audit.routes import router as audit_router
 from control_plane.auth.routes import router as auth_router
 from control_plane.drift.routes import router as drift_router
@@ -29,6 +30,6 @@ def include_api_routers(app: FastAPI) -> None:
     # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
     domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, telemetry_router,
                drift_router, alerts_router, prompts_router, evals_router)
-    agentic = (incidents_router, approvals_router, events_router)
+    agentic = (incidents_router, approvals_router, events_router, assistant_router)
     for domain_router in (*domains, *agentic):
         app.include_router(domain_router, prefix=API_PREFIX, responses=API_ERROR_RESPONSES)

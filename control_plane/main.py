@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from control_plane import __version__
 from control_plane.api import include_api_routers
 from control_plane.approvals.execution import approval_workers
+from control_plane.assistant.service import prepare_checkpointer as prepare_assistant_checkpointer
 from control_plane.audit.checkpoints import CheckpointSink
 from control_plane.db.session import Database
 from control_plane.errors import install_error_handlers
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit_signer = app.state.key_store.load("audit")
         app.state.fleet_factory = ManifestFactory.from_settings(settings, app.state.artifact_store, app.state.key_store)
         sync_on_startup(app.state.database, settings)  # prompts/*.md → registry; idempotent, replica-safe
+        # Before any request holds a transaction: PostgreSQL checkpointer setup builds indexes CONCURRENTLY.
+        await run_in_threadpool(prepare_assistant_checkpointer, settings)
         workers = build_workers(app, settings)
         for worker in workers:
             await worker.start()

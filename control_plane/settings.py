@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None
+    assistant_checkpoint_url: str | None = Field(default=None, description=(
+        "Chat threads' LangGraph checkpointer: sqlite:///file or postgresql://...; default: the PostgreSQL database, "
+        "else assistant/checkpoints.db under data_dir."))
+    assistant_api_url: str | None = Field(default=None, description=(
+        "Where the assistant calls this control plane with the asking user's token (default http://127.0.0.1:port)."))
+    assistant_max_tool_calls: int = Field(default=8, ge=1, le=50, description="Tool calls per chat turn.")
 
     @property
     def resolved_database_url(self) -> str:

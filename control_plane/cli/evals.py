@@ -216,3 +216,16 @@ def eval_agents(
               or summary["forbidden_actions"] > max_forbidden or summary["seconds_per_incident_max"] > max_seconds)
     if failed:
         raise typer.Exit(1)
+
+
+@eval_app.command("assistant")
+def eval_assistant(
+    output: Annotated[Path | None, typer.Option(help="Write per-case scores and the summary as JSON here.")] = None,
+) -> None:
+    """Score the chat assistant on evals/assistant/questions.yaml against a freshly seeded control plane."""
+    from evals.assistant_eval import run
+
+    report = run()
+    if output is not None:
+        output.write_text(json.dumps(report, indent=2, default=str))
+    typer.echo(json.dumps(report["summary"], indent=2))

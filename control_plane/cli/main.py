@@ -10,6 +10,7 @@ import typer
 from control_plane.bootstrap import prepare
 from control_plane.cli.admin import audit_app, db_app, token_app
 from control_plane.cli.agents import agents_app, start_in_process
+from control_plane.cli.chat import chat
 from control_plane.cli.context import load_settings
 from control_plane.cli.errors import DEBUG_KEY, LOG_FILE_KEY, OneLineErrors
 from control_plane.cli.evals import eval_app
@@ -31,6 +32,7 @@ app.add_typer(prompt_app, name="prompt")
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
+app.command("chat")(chat)
 
 
 @app.callback()
