@@ -22,6 +22,7 @@ from control_plane.approvals.schemas import (
     VerificationCreate,
 )
 from control_plane.audit import service as audit
+from control_plane.constraints import Name
 from control_plane.deps import Approver, Proposer, Reader, SessionDep, json_response
 from control_plane.errors import NotFound
 
@@ -62,13 +63,13 @@ def list_proposals(
 
 
 @router.get("/proposals/{proposal_id}", response_model=ProposalRead)
-def get_proposal(proposal_id: str, session: SessionDep, _: Reader) -> ProposalRead:
+def get_proposal(proposal_id: Name, session: SessionDep, _: Reader) -> ProposalRead:
     """Return one proposal with what its approver saw and what happened."""
     return ProposalRead.model_validate(service.get(session=session, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/approve", response_model=ProposalRead)
-def approve(proposal_id: str, body: Decision, request: Request, session: SessionDep, caller: Approver) -> Response:
+def approve(proposal_id: Name, body: Decision, request: Request, session: SessionDep, caller: Approver) -> Response:
     """Approve (never your own proposal); preconditions are re-checked and a stale proposal is a 409."""
     proposal = service.decide(session=session, proposal_id=proposal_id, approve=True, reason=body.reason,
                               principal=caller)
@@ -78,7 +79,7 @@ def approve(proposal_id: str, body: Decision, request: Request, session: Session
 
 
 @router.post("/proposals/{proposal_id}/reject", response_model=ProposalRead)
-def reject(proposal_id: str, body: Decision, session: SessionDep, caller: Approver) -> ProposalRead:
+def reject(proposal_id: Name, body: Decision, session: SessionDep, caller: Approver) -> ProposalRead:
     """Reject with a reason."""
     proposal = service.decide(session=session, proposal_id=proposal_id, approve=False, reason=body.reason,
                               principal=caller)
@@ -86,7 +87,7 @@ def reject(proposal_id: str, body: Decision, session: SessionDep, caller: Approv
 
 
 @router.post("/proposals/{proposal_id}/verification", response_model=ProposalRead)
-def record_verification(proposal_id: str, body: VerificationCreate, session: SessionDep, caller: Proposer
+def record_verification(proposal_id: Name, body: VerificationCreate, session: SessionDep, caller: Proposer
                         ) -> ProposalRead:
     """Record whether the executed action helped: recovered, not_recovered or unknown."""
     return ProposalRead.model_validate(service.verify(session=session, proposal_id=proposal_id, request=body,
@@ -101,7 +102,7 @@ def list_quarantines(session: SessionDep, _: Reader) -> list[QuarantineRead]:
 
 
 @router.delete("/quarantines/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-def release_quarantine(device_id: str, session: SessionDep, caller: Approver) -> Response:
+def release_quarantine(device_id: Name, session: SessionDep, caller: Approver) -> Response:
     """Release a quarantined device (an approver's decision)."""
     quarantine = session.get(DeviceQuarantine, device_id)
     if quarantine is None:

@@ -9,6 +9,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from control_plane.assistant import service
 from control_plane.assistant.schemas import MessageCreate, ThreadRead
+from control_plane.constraints import Name
 from control_plane.deps import Reader, SettingsDep
 
 router = APIRouter(prefix="/assistant", tags=["assistant"])
@@ -29,14 +30,14 @@ async def create_thread(settings: SettingsDep, caller: Reader) -> ThreadRead:
 
 
 @router.get("/threads/{thread_id}", response_model=ThreadRead)
-async def get_thread(thread_id: str, settings: SettingsDep, caller: Reader) -> ThreadRead:
+async def get_thread(thread_id: Name, settings: SettingsDep, caller: Reader) -> ThreadRead:
     """Return a thread's questions and answers (only to its owner)."""
     return await run_in_threadpool(
         lambda: service.get_thread(settings=settings, thread_id=thread_id, owner=caller.actor))
 
 
 @router.post("/threads/{thread_id}/messages")
-async def ask(thread_id: str, body: MessageCreate, request: Request, settings: SettingsDep,
+async def ask(thread_id: Name, body: MessageCreate, request: Request, settings: SettingsDep,
               caller: Reader) -> EventSourceResponse:
     """Answer a question as a stream: chunk, tool_start, tool_end, citations, then message (or error)."""
     await run_in_threadpool(lambda: service.get_thread(settings=settings, thread_id=thread_id, owner=caller.actor))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from control_plane.constraints import Name
 from control_plane.deps import Admin, Reader, SessionDep
 from control_plane.errors import MAX_DB_INT, Invalid, ServiceUnavailable
 from control_plane.events import service
@@ -44,8 +45,8 @@ async def stream(
     request: Request, session: SessionDep, caller: Reader,
     resource_type: Annotated[FilterList | None, Query(description="exact, or a prefix ending in *")] = None,
     action: Annotated[FilterList | None, Query(description="exact, or a prefix ending in *")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=CURSOR_PATTERN)] = None,
-    after: Annotated[str | None, Query(pattern=CURSOR_PATTERN,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40, pattern=CURSOR_PATTERN)] = None,
+    after: Annotated[str | None, Query(max_length=40, pattern=CURSOR_PATTERN,
                                        description="Same as Last-Event-ID (0: the whole log)")] = None,
 ) -> EventSourceResponse:
     """Stream changes as Server-Sent Events; the id is the audit seq and Last-Event-ID resumes after it."""
@@ -92,13 +93,13 @@ def list_webhooks(session: SessionDep, _: Admin) -> list[WebhookRead]:
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookRead)
-def get_webhook(webhook_id: str, session: SessionDep, _: Admin) -> WebhookRead:
+def get_webhook(webhook_id: Name, session: SessionDep, _: Admin) -> WebhookRead:
     """Return one subscription (no secret)."""
     return WebhookRead.model_validate(service.get_webhook(session=session, webhook_id=webhook_id))
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(webhook_id: str, session: SessionDep, caller: Admin) -> Response:
+def delete_webhook(webhook_id: Name, session: SessionDep, caller: Admin) -> Response:
     """Deactivate a subscription (its delivery history stays readable)."""
     service.delete_webhook(session=session, webhook_id=webhook_id, actor=caller.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -106,7 +107,7 @@ def delete_webhook(webhook_id: str, session: SessionDep, caller: Admin) -> Respo
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryRead])
 def list_deliveries(
-    webhook_id: str, session: SessionDep, _: Admin, state: DeliveryState | None = None,
+    webhook_id: Name, session: SessionDep, _: Admin, state: DeliveryState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeliveryRead]:
     """List deliveries, newest first; state=dead is the dead-letter queue."""
@@ -115,7 +116,7 @@ def list_deliveries(
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", response_model=DeliveryRead)
-def retry_delivery(webhook_id: str, delivery_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], session: SessionDep,
+def retry_delivery(webhook_id: Name, delivery_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], session: SessionDep,
                    caller: Admin) -> DeliveryRead:
     """Send a dead-lettered delivery again."""
     return DeliveryRead.model_validate(service.retry_delivery(session=session, webhook_id=webhook_id,

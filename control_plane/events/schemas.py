@@ -48,7 +48,7 @@ def check_filters(values: list[str]) -> list[str]:
     return values
 
 
-FilterList = Annotated[list[Annotated[str, Field(pattern=FILTER_PATTERN)]], Field(max_length=50)]
+FilterList = Annotated[list[Annotated[str, Field(max_length=120, pattern=FILTER_PATTERN)]], Field(max_length=50)]
 
 
 class DeliveryState(StrEnum):

@@ -171,7 +171,7 @@ def list_rollout_devices(rollout_id: Name, session: SessionDep, _: Reader) -> li
 
 
 @router.post("/rollouts/{rollout_id}/cutover", status_code=status.HTTP_202_ACCEPTED, response_model=BlueGreenRead)
-def cutover_rollout(rollout_id: str, body: CutoverRequest, request: Request, session: SessionDep, caller: Writer
+def cutover_rollout(rollout_id: Name, body: CutoverRequest, request: Request, session: SessionDep, caller: Writer
                     ) -> BlueGreenRead:
     """Switch a staged blue-green group to the new model (or back to the old one) with one signed command."""
     bluegreen.issue_cutover(session, manifest_factory(request), rollout_id, body, caller.actor)
@@ -179,7 +179,7 @@ def cutover_rollout(rollout_id: str, body: CutoverRequest, request: Request, ses
 
 
 @router.get("/rollouts/{rollout_id}/bluegreen", response_model=BlueGreenRead)
-def blue_green_report(rollout_id: str, session: SessionDep, _: Reader) -> BlueGreenRead:
+def blue_green_report(rollout_id: Name, session: SessionDep, _: Reader) -> BlueGreenRead:
     """Return staged and switched counts of a blue-green rollout and what its devices serve."""
     return bluegreen.report(session, rollout_id)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from control_plane.constraints import Name
 from control_plane.deps import Admin, Proposer, Reader, SessionDep, Writer
 from control_plane.errors import MAX_DB_INT
 from control_plane.incidents import service
@@ -55,13 +56,13 @@ def set_rule(body: CorrelationRule, session: SessionDep, caller: Admin) -> Corre
 
 
 @router.get("/{incident_id}", response_model=IncidentRead)
-def get_incident(incident_id: str, session: SessionDep, _: Reader) -> IncidentRead:
+def get_incident(incident_id: Name, session: SessionDep, _: Reader) -> IncidentRead:
     """Return one incident with its alert ids."""
     return service.incident_read(session, service.get_incident(session=session, incident_id=incident_id))
 
 
 @router.post("/{incident_id}/state", response_model=IncidentRead)
-def move_incident(incident_id: str, body: IncidentTransition, session: SessionDep, caller: Writer) -> IncidentRead:
+def move_incident(incident_id: Name, body: IncidentTransition, session: SessionDep, caller: Writer) -> IncidentRead:
     """Move an incident (open, investigating, mitigating, resolved; dismissed needs a reason)."""
     incident = service.transition(session=session, incident_id=incident_id, state=body.state, reason=body.reason,
                                   actor=caller.actor)
@@ -70,7 +71,7 @@ def move_incident(incident_id: str, body: IncidentTransition, session: SessionDe
 
 @router.get("/{incident_id}/timeline", response_model=list[TimelineEntryRead])
 def list_timeline(
-    incident_id: str, session: SessionDep, _: Reader,
+    incident_id: Name, session: SessionDep, _: Reader,
     after_id: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[TimelineEntryRead]:
@@ -80,7 +81,7 @@ def list_timeline(
 
 
 @router.post("/{incident_id}/timeline", status_code=status.HTTP_201_CREATED, response_model=TimelineEntryRead)
-def post_timeline_entry(incident_id: str, body: TimelinePost, session: SessionDep, caller: Proposer
+def post_timeline_entry(incident_id: Name, body: TimelinePost, session: SessionDep, caller: Proposer
                         ) -> TimelineEntryRead:
     """Add a triage note, RCA report or comment; every evidence reference must point at a real resource."""
     entry = service.post_entry(session=session, incident_id=incident_id, post=body, actor=caller.actor)
