@@ -17,6 +17,7 @@ from control_plane.registry import service as registry
 from control_plane.settings import Settings
 from control_plane.ui.approvals import router as approvals_router
 from control_plane.ui.auth import CheckedForm, CurrentViewer, get_codec
+from control_plane.ui.chat import router as chat_router
 from control_plane.ui.drift import router as drift_router
 from control_plane.ui.fleet import router as fleet_router
 from control_plane.ui.prompts import router as prompts_router
@@ -126,3 +127,4 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
     app.include_router(fleet_router)
     app.include_router(drift_router)
     app.include_router(prompts_router)
+    app.include_router(chat_router)

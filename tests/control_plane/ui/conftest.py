@@ -75,7 +75,9 @@ def rollout(client: TestClient, database: Database, operator_headers: dict[str, 
 @pytest.fixture
 def live_server(app: Any) -> Iterator[str]:
     """Serve the test's app on a free port with uvicorn in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    port = free_port()
+    app.state.settings.assistant_api_url = f"http://127.0.0.1:{port}"  # the assistant's tools call this server
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
