@@ -10,6 +10,8 @@ predictions and posted with each device's token; the last hour of one cohort has
 from __future__ import annotations
 
 import argparse
+import functools
+import operator
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +35,8 @@ from edge_agent.simulator import Fleet
 from edge_agent.telemetry import WindowRecorder
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [("fleet", "/ui/fleet"), ("drift", "/ui/drift?hours=3&buckets=12"), ("registry", "/ui/registry"),
+PAGES = [("approvals", "/ui/approvals"),
+         ("fleet", "/ui/fleet"), ("drift", "/ui/drift?hours=3&buckets=12"), ("registry", "/ui/registry"),
          ("audit", "/ui/audit?verify=1"), ("prompts", "/ui/prompts")]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -74,7 +77,7 @@ def feed_telemetry(client: httpx.Client, settings: Settings, configs: list[EdgeC
         now = [start]
         outbox = _Outbox()
         recorder = WindowRecorder(baseline, device_id=config.device_id, model_name="digits-mlp", model_version=1,
-                                  sink=outbox, window_seconds=900, clock=lambda now=now: now[0])
+                                  sink=outbox, window_seconds=900, clock=functools.partial(operator.itemgetter(0), now))
         for step in range(12):
             rows = test[rng.integers(0, len(test), 120)]
             if index % 2 == 0 and step >= 8:
@@ -88,7 +91,37 @@ def feed_telemetry(client: httpx.Client, settings: Settings, configs: list[EdgeC
         response.raise_for_status()
 
 
-def shoot(base_url: str, token: str, out: Path) -> list[Path]:
+def propose_from_the_drift(client: httpx.Client, settings: Settings, configs: list[EdgeConfig]) -> str:
+    """Open an incident for the drifted cohort, post an RCA report citing the drift, and propose as the agent role."""
+    from control_plane.auth import service as auth
+    from control_plane.auth.roles import Role
+    from control_plane.auth.schemas import TokenCreate
+    from control_plane.cli.context import db_session
+
+    with db_session(settings) as session:
+        _, agent_token = auth.create_token(session=session, actor="admin:screenshots",
+                                           request=TokenCreate(name="remediator", role=Role.AGENT))
+    agent = {"Authorization": f"Bearer {agent_token}"}
+    incident = client.post("/api/v1/incidents", json={"title": "digits-mlp v1: brighter inputs on half the fleet",
+                                                       "severity": "critical"}).json()
+    drift = {"kind": "drift_report", "query": {"model": "digits-mlp", "version": 1}}
+    client.post(f"/api/v1/incidents/{incident['id']}/timeline", headers=agent, json={
+        "kind": "rca_report", "summary": "covariate drift in the last hour on the even-numbered devices",
+        "hypotheses": [{"rank": 1, "title": "covariate drift (input brightness shift)", "confidence": 0.82,
+                        "explanation": "pixel features shifted by PSI > 0.5 since the last hour; no deployment "
+                                       "changed in that time", "evidence": [drift]},
+                       {"rank": 2, "title": "bad model version", "confidence": 0.08, "evidence": [drift]}]},
+                ).raise_for_status()
+    device = configs[0].device_id
+    proposal = client.post("/api/v1/proposals", headers=agent, json={
+        "action": {"kind": "device.quarantine", "device_id": device}, "incident_id": incident["id"],
+        "evidence": [drift], "risk": "low",
+        "expected_effect": f"{device}'s drifted telemetry leaves the fleet drift; rollouts skip it"})
+    proposal.raise_for_status()
+    return str(incident["id"])
+
+
+def shoot(base_url: str, token: str, out: Path, incident_id: str) -> list[Path]:
     """Sign in through the login page and save a full-page screenshot of each page."""
     executable = chromium_path()
     if executable is None:
@@ -106,6 +139,16 @@ def shoot(base_url: str, token: str, out: Path) -> list[Path]:
             target = out / f"{name}.png"
             page.screenshot(path=str(target), full_page=False)
             saved.append(target)
+        page.goto(f"{base_url}/ui/incidents/{incident_id}")
+        page.screenshot(path=str(out / "incident.png"))
+        saved.append(out / "incident.png")
+        page.goto(f"{base_url}/ui/chat")
+        page.get_by_label("Ask").fill("why did digits-mlp degrade?")
+        page.get_by_role("button", name="Send").click()
+        page.locator(".turn.assistant .text").last.wait_for()
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(out / "chat.png"))
+        saved.append(out / "chat.png")
         rollout = page.goto(f"{base_url}/ui/fleet") and page.locator("table a").first.get_attribute("href")
         if rollout:
             page.goto(base_url + rollout)
@@ -138,7 +181,8 @@ def main() -> None:
             try:
                 roll_out(client, timeout=120)
                 feed_telemetry(client, settings, configs)
-                for path in shoot(settings.base_url, token, args.out):
+                incident_id = propose_from_the_drift(client, settings, configs)
+                for path in shoot(settings.base_url, token, args.out, incident_id):
                     print(f"wrote {path}")
             finally:
                 fleet.stop()
