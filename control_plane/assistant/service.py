@@ -25,6 +25,8 @@ from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 RUNBOOK_DIR = Path(__file__).resolve().parents[2] / "runbooks"
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
+DOCS = "docs"
 
 
 def checkpoint_url(settings: Settings) -> str:
@@ -38,22 +40,36 @@ def checkpoint_url(settings: Settings) -> str:
 
 
 class Runbooks:
-    """The runbook collection of the RAG store, ingested once per app (ingest is idempotent by content hash)."""
+    """The runbooks and the product docs in the RAG store, ingested once per app (idempotent by content hash)."""
 
-    def __init__(self, data_dir: Path, root: Path = RUNBOOK_DIR) -> None:
-        self._data_dir, self._root = data_dir, root
+    def __init__(self, data_dir: Path, root: Path = RUNBOOK_DIR, docs: Path | None = DOCS_DIR) -> None:
+        self._data_dir = data_dir
+        self._roots = {RUNBOOKS: root} | ({DOCS: docs} if docs is not None and docs.is_dir() else {})
         self._store: RagStore | None = None
         self._lock = threading.Lock()
 
-    def search(self, query: str, k: int = 6) -> list[dict[str, Any]]:
-        """Return the top chunks for ``query`` with their document and heading."""
+    def warm(self) -> None:
+        """Ingest now (the server calls this at start, so the first question does not pay for it)."""
         with self._lock:
             if self._store is None:
                 store = RagStore(data_dir=self._data_dir / "rag")
-                store.ingest(RUNBOOKS, self._root)
+                for collection, root in self._roots.items():
+                    store.ingest(collection, root)
                 self._store = store
-        return [{"document": f"runbooks/{h.source}", "heading": h.heading, "chunk_id": h.chunk_id, "text": h.text}
-                for h in self._store.search(RUNBOOKS, query[:1000], k=k)]
+
+    def search(self, query: str, k: int = 6) -> list[dict[str, Any]]:
+        """Return the top runbook chunks for ``query``, then the best product-doc chunks as further reading.
+
+        A runbook says what to do, so it is cited first; the docs (how the product behaves) come after it.
+        """
+        self.warm()
+        assert self._store is not None
+        found = []
+        for collection in self._roots:
+            limit = k if collection == RUNBOOKS else max(1, k // 3)
+            found += [{"document": f"{collection}/{h.source}", "heading": h.heading, "chunk_id": h.chunk_id,
+                       "text": h.text} for h in self._store.search(collection, query[:1000], k=limit)]
+        return found
 
 
 def llm_answerer(settings: Settings) -> LlmAnswerer | None:

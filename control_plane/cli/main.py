@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,8 +63,21 @@ def run_server(settings: Settings) -> None:
     use_server_log_format(settings.log_format)  # request ids on every record; JSON lines when log_format=json
     # JSON: uvicorn's records go through the root handlers above instead of its own text handlers.
     log_config = {"version": 1, "disable_existing_loggers": False} if settings.log_format == "json" else LOGGING_CONFIG
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=False, log_config=log_config)
+    served = create_app(settings)
+    start_runbook_ingest(served)
+    uvicorn.run(served, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                log_config=log_config)
+
+
+def start_runbook_ingest(served: Any) -> None:
+    """Ingest the runbooks and docs for the assistant in the background as the server starts (idempotent)."""
+    import threading
+
+    from control_plane.assistant.service import Runbooks
+
+    runbooks = Runbooks(served.state.settings.data_dir)
+    served.state.assistant_runbooks = runbooks
+    threading.Thread(target=runbooks.warm, name="rag-ingest", daemon=True).start()
 
 
 # Options that mirror a setting default to None ("unset"), so the precedence is always
