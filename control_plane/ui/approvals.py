@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,12 +76,15 @@ def _latest_rca(session: Session, incident_id: str) -> list[dict[str, Any]]:
 def _evidence_charts(request: Request, session: Session, hypotheses: list[dict[str, Any]]) -> list[Chart]:
     """Draw the drift evidence the top hypotheses cite (at most two reports)."""
     charts: list[Chart] = []
+    drawn: set[str] = set()
     until = datetime.now(UTC).timestamp()
     for hypothesis in hypotheses[:2]:
         for ref in hypothesis.get("evidence", []):
-            if ref.get("kind") != "drift_report" or len(charts) >= 2:
-                continue
             query = ref.get("query", {})
+            key = json.dumps(query, sort_keys=True, default=str)
+            if ref.get("kind") != "drift_report" or len(charts) >= 2 or key in drawn:
+                continue
+            drawn.add(key)
             scope = drift.WindowScope(str(query.get("model", "")), int(query.get("version", 0) or 0),
                                       until - DRIFT_LOOKBACK_S, until, query.get("device_group"),
                                       query.get("rollout_id"), query.get("deployment_id"))

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
 from control_plane.db.session import Database
+from control_plane.drift.baseline import Baseline
 from tests.conftest import TokenFactory
 from tests.control_plane.approvals.conftest import proposal_state, propose, running_rollout  # noqa: F401
 from tests.control_plane.approvals.test_proposals import _incident
+from tests.control_plane.telemetry.conftest import baseline, dataset_id  # noqa: F401  (fixtures)
 from tests.control_plane.ui.conftest import XSS_LABEL, csrf_of, sign_in_client
 from tests.control_plane.ui.test_ui_browser import sign_in as browser_sign_in
+from tests.control_plane.ui.test_ui_drift import drifted_telemetry
 
 
 def bearer(make_headers: TokenFactory, role: str, name: str) -> str:
@@ -124,3 +128,27 @@ def test_a_new_proposal_appears_live_and_is_approved_in_the_browser(
     expect(page.get_by_role("status")).to_have_text("Proposal approved.")
     page.reload()
     expect(page.get_by_role("cell", name="executed")).to_be_visible(timeout=30_000)
+
+
+def test_the_queue_draws_the_drift_the_rca_cites(client: TestClient, database: Database, make_headers: TokenFactory,
+                                                  admin_headers: dict[str, str],
+                                                  baseline: Baseline, dataset_id: str) -> None:  # noqa: F811
+    drifted_telemetry(database, baseline)
+    client.post("/api/v1/models", json={"name": "sensor-clf"}, headers=admin_headers)
+    assert client.post("/api/v1/models/sensor-clf/versions", json={"version": 1},
+                       headers=admin_headers).status_code == 201
+    assert client.post("/api/v1/fleet/devices", json={"id": "dev-0"}, headers=admin_headers).status_code == 201
+    agent = make_headers("agent", name="remediator")
+    incident = client.post("/api/v1/incidents", json={"title": "temperature shifted"}, headers=admin_headers).json()
+    drift = {"kind": "drift_report", "query": {"model": "sensor-clf", "version": 1}}
+    posted = client.post(f"/api/v1/incidents/{incident['id']}/timeline", headers=agent, json={
+        "kind": "rca_report", "summary": "covariate drift", "hypotheses": [
+            {"rank": 1, "title": "covariate drift in temperature", "confidence": 0.9, "evidence": [drift]}]})
+    assert posted.status_code == 201, posted.text
+    propose(client, agent, {"kind": "device.quarantine", "device_id": "dev-0"}, incident_id=incident["id"],
+            evidence=[drift])
+    sign_in_client(client, bearer(make_headers, "approver", "alice"))
+    page = client.get("/ui/approvals").text
+    assert page.count('<svg class="chart"') == 1  # drawn once, though cited twice
+    assert "PSI of the most drifted features of sensor-clf v1" in page
+    assert re.search(r"<title>temperature: PSI [0-9.]+ \(major\)", page)
