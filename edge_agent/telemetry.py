@@ -37,6 +37,27 @@ class TelemetrySink(Protocol):
         ...
 
 
+class MemorySink:
+    """A TelemetrySink that keeps closed windows in a list (simulators, benchmarks, scenario builders)."""
+
+    def __init__(self, start_seq: int = 0) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.seq = start_seq
+
+    def next_window_seq(self) -> int:
+        """Number windows 1, 2, ... after ``start_seq``."""
+        self.seq += 1
+        return self.seq
+
+    def take_dropped(self) -> int:
+        """Return 0: nothing is ever dropped from memory."""
+        return 0
+
+    def put(self, message: dict[str, Any]) -> None:
+        """Keep the window."""
+        self.messages.append(message)
+
+
 @dataclass(frozen=True)
 class EdgeBaseline:
     """The parts of a baseline document the device needs for binning."""

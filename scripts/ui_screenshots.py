@@ -15,7 +15,6 @@ import operator
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -32,7 +31,7 @@ from control_plane.registry.store import ArtifactStore
 from control_plane.settings import Settings
 from edge_agent.config import EdgeConfig
 from edge_agent.simulator import Fleet
-from edge_agent.telemetry import WindowRecorder
+from edge_agent.telemetry import MemorySink, WindowRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [("approvals", "/ui/approvals"),
@@ -40,24 +39,6 @@ PAGES = [("approvals", "/ui/approvals"),
          ("audit", "/ui/audit?verify=1"), ("prompts", "/ui/prompts")]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-class _Outbox:
-    """Collect closed windows (the TelemetrySink protocol) for posting over HTTP."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.seq = 0
-
-    def next_window_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def take_dropped(self) -> int:
-        return 0
-
-    def put(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
 
 
 def feed_telemetry(client: httpx.Client, settings: Settings, configs: list[EdgeConfig]) -> None:
@@ -75,7 +56,7 @@ def feed_telemetry(client: httpx.Client, settings: Settings, configs: list[EdgeC
     start = time.time() - 3 * 3600
     for index, config in enumerate(configs):
         now = [start]
-        outbox = _Outbox()
+        outbox = MemorySink()
         recorder = WindowRecorder(baseline, device_id=config.device_id, model_name="digits-mlp", model_version=1,
                                   sink=outbox, window_seconds=900, clock=functools.partial(operator.itemgetter(0), now))
         for step in range(12):

@@ -35,7 +35,7 @@ from control_plane.main import create_app
 from control_plane.mqtt.broker import free_port
 from control_plane.registry.models import Artifact, ArtifactBlob, ModelVersion, RegisteredModel
 from control_plane.settings import Settings
-from edge_agent.telemetry import WindowRecorder
+from edge_agent.telemetry import MemorySink, WindowRecorder
 from evals.agent_suite.case import Case, FeatureSpec, Telemetry
 
 ROWS_PER_WINDOW = 200
@@ -52,22 +52,6 @@ class Built:
     agent_token: str
     alert_ids: list[str] = field(default_factory=list)
     rollouts: dict[int, str] = field(default_factory=dict)
-
-
-class _Sink:
-    def __init__(self, start_seq: int) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.seq = start_seq
-
-    def next_window_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def take_dropped(self) -> int:
-        return 0
-
-    def put(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
 
 
 def _column(spec: FeatureSpec, rng: np.random.Generator, rows: int) -> np.ndarray:
@@ -209,7 +193,7 @@ def _telemetry(case: Case, spec: Telemetry, baseline: Baseline, http: httpx.Clie
     step = (end - start) / spec.windows
     for device_number, device_id in enumerate(sorted(devices)):
         rng = np.random.default_rng(1000 * seed + device_number + 1)
-        sink = _Sink(int(start) + seed * 100_000)
+        sink = MemorySink(int(start) + seed * 100_000)
         clock = [start]
         recorder = WindowRecorder(baseline.to_dict(), device_id=device_id, model_name=case.model,
                                   model_version=spec.version, sink=sink, window_seconds=max(step, 1.0),
