@@ -30,7 +30,7 @@ def run_worker(settings: AgentSettings, token: str, stop: threading.Event, **opt
     """Run the worker until ``stop`` is set (the token is used as a header only, never logged)."""
     with ExitStack() as stack:
         client = stack.enter_context(ControlPlaneClient(settings.agents_api_url, token))
-        whoami = client.read_json("/auth/whoami")
+        whoami = client.read_json("/whoami")
         if whoami.get("role") != "agent":
             raise SystemExit("the agents need an agent-role token (EDGELOOP_AGENTS_TOKEN)")
         checkpointer = stack.enter_context(open_checkpointer(settings.checkpoint_url()))
