@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +60,14 @@ class DemoResult:
     verification: str | None = None
     recovered: bool = False
     approval_to_recovery_s: float | None = None
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM unwind like Ctrl-C, so the broker, fleet, agents and API are stopped and no port is left."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def ensure_demo_model(settings: Settings) -> None:

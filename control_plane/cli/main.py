@@ -102,8 +102,9 @@ def demo(
     run_preflight(settings, private_broker=True)  # before any slow work: model training, broker, fleet
     use_log_file(ctx, settings)
 
-    from control_plane.demo import run_demo
+    from control_plane.demo import run_demo, stop_on_sigterm
 
+    stop_on_sigterm()
     result = run_demo(settings, devices=devices, once=once, auto_approve=auto_approve)
     ok = result.recovered if auto_approve else result.rollout_state == "succeeded"
     raise typer.Exit(0 if ok else 1)
