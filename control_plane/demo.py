@@ -275,7 +275,8 @@ def _print_summary(settings: Settings, result: DemoResult) -> None:
                       f"({result.fault_to_pending_s:.1f}s from the fault)")
         _print_approval_help(settings)
     if result.approval_to_recovery_s is not None:
-        console.print(f"approval → recovery verified: {result.approval_to_recovery_s:.1f}s "
+        outcome = "approval → recovery verified" if result.recovered else "[bold red]recovery NOT verified[/] after"
+        console.print(f"{outcome}: {result.approval_to_recovery_s:.1f}s "
                       f"(proposal {result.proposal_id}: {result.proposal_state}, verification {result.verification})")
     auth = f'-H "Authorization: Bearer $(cat {token_file})"'
     paths = ("/api/v1/fleet/rollouts", "/api/v1/fleet/devices", f"/api/v1/models/{DEMO_MODEL}", "/api/v1/audit/verify")
