@@ -184,6 +184,8 @@ class ControlPlaneClient:
                         source.response.read()
                         raise _error(source.response)
                     for message in source.iter_sse():
+                        if not message.data:  # the server's keep-alive ping (an SSE comment): no event
+                            continue
                         event = Event.model_validate_json(message.data)
                         cursor = self.last_event_id = event.seq
                         yield event

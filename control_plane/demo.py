@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +15,20 @@ from typing import Any
 import httpx
 import uvicorn
 
+from control_plane.approvals.schemas import ProposalState
 from control_plane.bootstrap import prepare
+from control_plane.cli.agents import start_in_process
 from control_plane.cli.context import CLI_ACTOR, console, db_session
+from control_plane.demo_loop import (
+    FAULTY_CALL_SHARE,
+    ROLLBACK_KINDS,
+    Faults,
+    approve_and_verify,
+    approver_client,
+    ensure_bad_version,
+    telemetry_feed,
+    wait_for_pending,
+)
 from control_plane.main import create_app
 from control_plane.mqtt.broker import EmbeddedAmqtt, PrivateMosquitto, start_private_broker
 from control_plane.registry import pipeline
@@ -25,7 +39,7 @@ from edge_agent.config import EdgeConfig
 from edge_agent.simulator import Fleet
 
 DEMO_MODEL = "digits-mlp"
-DEMO_GROUP = "demo"
+DEMO_GROUPS = ("demo-a", "demo-b")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,22 @@ class DemoResult:
     devices: int
     seconds: float
     broker_authenticated: bool = False
+    canary_rollout_id: str | None = None
+    first_pending_s: float | None = None
+    fault_to_pending_s: float | None = None
+    proposal_id: str | None = None
+    proposal_state: str | None = None
+    verification: str | None = None
+    recovered: bool = False
+    approval_to_recovery_s: float | None = None
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM unwind like Ctrl-C, so the broker, fleet, agents and API are stopped and no port is left."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def ensure_demo_model(settings: Settings) -> None:
@@ -101,25 +131,29 @@ def api_server(settings: Settings) -> Iterator[uvicorn.Server]:
 
 
 def provision(client: httpx.Client, count: int) -> list[dict[str, Any]]:
-    """Provision (or re-key) the demo devices and return their edge configs."""
+    """Provision (or re-key) the demo devices, half in each group, and return their edge configs."""
     configs = []
     for index in range(count):
         device_id = f"demo-{index:02d}"
-        created = client.post("/api/v1/fleet/devices", json={"id": device_id, "group": DEMO_GROUP,
+        group = DEMO_GROUPS[0] if index < max(count // 2, 1) else DEMO_GROUPS[1]
+        created = client.post("/api/v1/fleet/devices", json={"id": device_id, "group": group,
                                                        "labels": {"site": "lab"}})
         if created.status_code == 409:  # a rerun: rotate the token, the old one is shown nowhere
             created = client.post(f"/api/v1/fleet/devices/{device_id}/token")
         created.raise_for_status()
-        configs.append(created.json()["edge_config"])
+        configs.append({**created.json()["edge_config"], "group": group})
     return configs
 
 
-def roll_out(client: httpx.Client, timeout: float) -> dict[str, Any]:
-    """Deploy the newest demo model version in waves and follow it to a terminal state."""
-    version = client.get(f"/api/v1/models/{DEMO_MODEL}").json()["latest_version"]
+def roll_out(client: httpx.Client, timeout: float, *, version: int | None = None,
+             selector: dict[str, Any] | None = None, waves: list[int] | None = None) -> dict[str, Any]:
+    """Deploy a demo model version (default: the newest) in waves and follow it to a terminal state."""
+    if version is None:
+        version = client.get(f"/api/v1/models/{DEMO_MODEL}").json()["latest_version"]
     rollout = client.post("/api/v1/fleet/deployments", json={
-        "model": DEMO_MODEL, "version": version, "selector": {"group": DEMO_GROUP},
-        "strategy": {"kind": "waves", "waves": [25, 50, 100], "failure_threshold": 0.2, "wave_timeout_s": 60},
+        "model": DEMO_MODEL, "version": version, "selector": selector or {"labels": {"site": "lab"}},
+        "strategy": {"kind": "waves", "waves": waves or [25, 50, 100], "failure_threshold": 0.2,
+                     "wave_timeout_s": 60},
     })
     rollout.raise_for_status()
     body: dict[str, Any] = rollout.json()
@@ -127,8 +161,9 @@ def roll_out(client: httpx.Client, timeout: float) -> dict[str, Any]:
     while time.monotonic() < deadline:
         body = client.get(f"/api/v1/fleet/rollouts/{body['id']}").json()
         progress = body["progress"]
-        line = (f"rollout {body['id']}: {body['state']}, wave {body['current_wave'] + 1}/{len(body['wave_plan'])}, "
-                f"{progress['succeeded']}/{progress['total']} activated, {progress['failed']} failed")
+        line = (f"rollout {body['id']} (v{version}): {body['state']}, wave {body['current_wave'] + 1}/"
+                f"{len(body['wave_plan'])}, {progress['succeeded']}/{progress['total']} activated, "
+                f"{progress['failed']} failed")
         if line != last:
             console.print(line, highlight=False)
             last = line
@@ -138,32 +173,95 @@ def roll_out(client: httpx.Client, timeout: float) -> dict[str, Any]:
     return body
 
 
-def run_demo(settings: Settings, *, devices: int = 8, once: bool = False, rollout_timeout: float = 120.0) -> DemoResult:
-    """Run the loop; with ``once`` return after the rollout, else serve until interrupted."""
+def run_demo(settings: Settings, *, devices: int = 50, once: bool = False, auto_approve: bool = False,
+             rollout_timeout: float = 120.0, loop_timeout: float = 180.0, window_seconds: float = 2.0) -> DemoResult:
+    """Run the loop; ``once`` returns after the first rollout, ``auto_approve`` after a verified recovery."""
+    started = time.monotonic()
     prepare(settings)
     ensure_demo_model(settings)
     token = (settings.data_dir / "admin.token").read_text().strip()
-    started = time.monotonic()
+    faults = Faults()
+    bad_version = None if once else ensure_bad_version(settings, DEMO_MODEL)
     with broker_for(settings), api_server(settings):
+        stop_agents = None if once else start_in_process(settings)
         client = httpx.Client(base_url=settings.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         sim_root = settings.data_dir / "sim"
-        configs = [EdgeConfig(**{**c, "state_dir": sim_root / c["device_id"]}) for c in provision(client, devices)]
-        fleet = Fleet(configs, shared_root=sim_root / "_shared", workers=2)
+        provisioned = provision(client, devices)
+        faults.groups = {c["device_id"]: c.pop("group") for c in provisioned}
+        configs = [EdgeConfig(**{**c, "state_dir": sim_root / c["device_id"]}) for c in provisioned]
+        feed = None if once else telemetry_feed(faults, window_seconds=window_seconds)
+        fleet = Fleet(configs, shared_root=sim_root / "_shared", workers=2, telemetry=feed)
         fleet.start()
         try:
-            console.print(f"fleet: {devices} simulated edge agents connecting to {settings.mqtt_url}")
-            final = roll_out(client, rollout_timeout)
-            activated = int(final["progress"]["succeeded"])
-            result = DemoResult(final["id"], final["state"], activated, devices, time.monotonic() - started,
-                                broker_authenticated=bool(settings.mqtt_username))
+            console.print(f"fleet: {devices} simulated edge agents in groups {', '.join(DEMO_GROUPS)} connecting to "
+                          f"{settings.mqtt_url}" + ("" if once else f", telemetry windows every {window_seconds:g}s"))
+            first = roll_out(client, rollout_timeout, version=1 if bad_version else None)
+            result = DemoResult(first["id"], first["state"], int(first["progress"]["succeeded"]), devices,
+                                time.monotonic() - started, broker_authenticated=bool(settings.mqtt_username))
+            if not once and bad_version is not None and result.rollout_state == "succeeded":
+                result = _close_loop(settings, client, faults, bad_version, result, started=started,
+                                     auto_approve=auto_approve, timeout=loop_timeout, windows=window_seconds)
             _print_summary(settings, result)
-            if not once:
+            if not once and not auto_approve:
                 with contextlib.suppress(KeyboardInterrupt):
                     threading.Event().wait()
             return result
         finally:
+            if stop_agents is not None:
+                stop_agents.set()
             fleet.stop()
             client.close()
+
+
+def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_version: int, result: DemoResult, *,
+                started: float, auto_approve: bool, timeout: float, windows: float) -> DemoResult:
+    """Inject the two faults, wait for the agents' proposals, and with ``auto_approve`` close the loop."""
+    time.sleep(3 * windows)  # v1's clean windows first: the reference the new version is compared against
+    console.print(f"[bold]fault 1[/]: canary rollout of the bad v{bad_version} to group {DEMO_GROUPS[0]} "
+                  f"(it fails {FAULTY_CALL_SHARE:.0%} of its calls)")
+    faults.bad_version = bad_version
+    canary = roll_out(client, timeout, version=bad_version, selector={"group": DEMO_GROUPS[0]}, waves=[50, 100])
+    console.print(f"[bold]fault 2[/]: covariate drift in group {DEMO_GROUPS[1]} (lower contrast, raised black level)")
+    faults.drifted_group = DEMO_GROUPS[1]
+    injected = time.monotonic()
+    approver = approver_client(settings)
+    try:
+        pending = wait_for_pending(approver, timeout)
+        if pending is None:
+            console.print(f"[bold red]no proposal reached the approval queue within {timeout:.0f}s[/]")
+            return dataclasses.replace(result, canary_rollout_id=canary["id"])
+        now = time.monotonic()
+        result = dataclasses.replace(result, canary_rollout_id=canary["id"], first_pending_s=now - started,
+                                     fault_to_pending_s=now - injected)
+        console.print(f"[bold green]pending proposal[/] {pending.kind} ({pending.id}) "
+                      f"{result.first_pending_s:.1f}s after start, {result.fault_to_pending_s:.1f}s after the fault")
+        _print_approval_help(settings)
+        if not auto_approve:
+            return result
+        rollback = pending if pending.kind in ROLLBACK_KINDS else wait_for_pending(approver, timeout,
+                                                                                    kinds=ROLLBACK_KINDS)
+        if rollback is None:
+            console.print("[bold red]no rollback proposal for the bad version[/]")
+            return result
+        approved = time.monotonic()
+        done = approve_and_verify(approver, rollback, timeout)
+        recovered = done.state == ProposalState.EXECUTED and done.verification == "recovered"
+        result = dataclasses.replace(result, proposal_id=done.id, proposal_state=str(done.state),
+                                     verification=str(done.verification), recovered=recovered,
+                                     approval_to_recovery_s=time.monotonic() - approved)
+        others = [p.kind for p in approver.list_proposals(state=[ProposalState.PENDING]).items]
+        console.print(f"proposal {done.id}: {done.state}, verification {done.verification}; "
+                      f"still pending for a person: {', '.join(others) or 'none'}")
+        return result
+    finally:
+        approver.close()
+
+
+def _print_approval_help(settings: Settings) -> None:
+    token_file: Path = settings.data_dir / "admin.token"
+    console.print(f"approval queue: [bold]{settings.base_url}/ui/approvals[/]  (log in with the admin token in "
+                  f"{token_file}: `cat {token_file}`; an approver token decides, the agent only proposes)",
+                  highlight=False)
 
 
 def _print_summary(settings: Settings, result: DemoResult) -> None:
@@ -172,8 +270,16 @@ def _print_summary(settings: Settings, result: DemoResult) -> None:
     console.print(f"\n[bold green]Edgeloop is up[/] at {url}  (API docs: {url}/docs)")
     console.print(f"rollout {result.rollout_id}: {result.rollout_state}, {result.devices_activated}/{result.devices} "
                   f"devices activated in {result.seconds:.1f}s")
+    if result.first_pending_s is not None:
+        console.print(f"time to first pending proposal: {result.first_pending_s:.1f}s from start "
+                      f"({result.fault_to_pending_s:.1f}s from the fault)")
+        _print_approval_help(settings)
+    if result.approval_to_recovery_s is not None:
+        outcome = "approval → recovery verified" if result.recovered else "[bold red]recovery NOT verified[/] after"
+        console.print(f"{outcome}: {result.approval_to_recovery_s:.1f}s "
+                      f"(proposal {result.proposal_id}: {result.proposal_state}, verification {result.verification})")
     auth = f'-H "Authorization: Bearer $(cat {token_file})"'
     paths = ("/api/v1/fleet/rollouts", "/api/v1/fleet/devices", f"/api/v1/models/{DEMO_MODEL}", "/api/v1/audit/verify")
     for path in paths:
         console.print(f"  curl {auth} {url}{path}", highlight=False)
-    console.print("Ctrl-C stops the demo (broker, fleet and API).\n")
+    console.print("Ctrl-C stops the demo (broker, fleet, agents and API).\n")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import EdgeConfig
@@ -32,6 +33,7 @@ from edge_agent.manifest import load_public_key
 from edge_agent.mqtt import device_topic, make_client, presence_payload
 from edge_agent.ota import OtaUpdater
 from edge_agent.slots import SlotStore
+from edge_agent.telemetry import WindowRecorder
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,51 @@ class SimDevice:
     busy: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     extra_topics: set[str] = field(default_factory=set)  # blue-green cut-over topics of staged rollouts
+    recorder: WindowRecorder | None = None
+
+
+@dataclass
+class TelemetryFeed:
+    """Opt-in telemetry: what each simulated device's active model sees, recorded as real windows.
+
+    Every ``interval_s`` each device with an active model predicts on ``inputs(device_id)`` with its real
+    onnxruntime session; the engine feeds a WindowRecorder built from the manifest's baseline, and closed windows
+    go out on the device's telemetry topic. ``fault(device_id, model)`` is the share of calls that fail (a
+    simulated on-device fault; those calls are recorded as errors, as the engine records a raising model).
+    """
+
+    inputs: Callable[[str], np.ndarray]
+    window_seconds: float = 60.0
+    interval_s: float = 1.0
+    fault: Callable[[str, dict[str, Any]], float] | None = None
+
+
+class _MqttWindowSink:
+    """A TelemetrySink that publishes each closed window on the device's telemetry topic (QoS 1)."""
+
+    def __init__(self, publish: Callable[[bytes], None]) -> None:
+        self._publish = publish
+        self._seq = time.time_ns() // 1_000_000  # grows across restarts, as the ingest's dedup expects
+
+    def next_window_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def take_dropped(self) -> int:
+        return 0
+
+    def put(self, message: dict[str, Any]) -> None:
+        self._publish(json.dumps(message, separators=(",", ":")).encode())
 
 
 class Fleet:
     """Run simulated devices until stopped; all MQTT I/O happens on one loop thread."""
 
-    def __init__(self, configs: list[EdgeConfig], *, shared_root: Path, workers: int = 4) -> None:
+    def __init__(self, configs: list[EdgeConfig], *, shared_root: Path, workers: int = 4,
+                 telemetry: TelemetryFeed | None = None) -> None:
+        self.telemetry = telemetry
+        self._telemetry_stop = threading.Event()
+        self._rng = np.random.default_rng()
         self.fd_limit = raise_fd_limit()
         self.loop = FleetLoop()
         self.shared = SharedArtifacts(shared_root)
@@ -74,6 +115,7 @@ class Fleet:
             self._wire(device)
             self.devices[config.device_id] = device
         self._thread = threading.Thread(target=self.loop.run, name="sim-loop", daemon=True)
+        self._telemetry_thread = threading.Thread(target=self._telemetry_loop, name="sim-telemetry", daemon=True)
 
     def _emitter(self, device: SimDevice) -> Callable[[dict[str, Any]], None]:
         return lambda event: self._emit(device, event)
@@ -95,7 +137,54 @@ class Fleet:
         self.loop.call_soon(lambda: self.loop.call_later(delay, submit))
 
     def _presence_refresher(self, device: SimDevice) -> Callable[[dict[str, Any]], None]:
-        return lambda record: self._publish_presence(device, True)
+        def refresh(record: dict[str, Any]) -> None:
+            self._attach_recorder(device, record)
+            self._publish_presence(device, True)
+
+        return refresh
+
+    def _attach_recorder(self, device: SimDevice, record: dict[str, Any] | None) -> None:
+        """Record what the newly active model sees (the old model's open window closes under its own name)."""
+        if self.telemetry is None:
+            return
+        old, device.recorder = device.recorder, None
+        if old is not None:
+            old.close_window()
+        model = (record or {}).get("model") or {}
+        if not record or not record.get("baseline"):
+            return
+        sink = _MqttWindowSink(lambda payload: self._publish(device, "telemetry", payload))
+        try:
+            device.recorder = WindowRecorder(record["baseline"], device_id=device.config.device_id,
+                                             model_name=str(model.get("name", "")),
+                                             model_version=int(model.get("version", 0)), sink=sink,
+                                             window_seconds=self.telemetry.window_seconds)
+        except ValueError as exc:
+            log.warning("%s: unusable baseline (%s); telemetry is off for it", device.config.device_id, exc)
+            return
+        device.engine.set_recorder(device.recorder)
+
+    def _telemetry_loop(self) -> None:
+        feed = self.telemetry
+        assert feed is not None
+        while not self._telemetry_stop.wait(feed.interval_s):
+            for device in list(self.devices.values()):
+                try:
+                    self._infer(feed, device)
+                except Exception:  # one device's bad step must not stop the others' telemetry
+                    log.exception("%s: telemetry step failed", device.config.device_id)
+
+    def _infer(self, feed: TelemetryFeed, device: SimDevice) -> None:
+        recorder = device.recorder
+        if recorder is None or device.engine.runtime is None:
+            return
+        batch = feed.inputs(device.config.device_id)
+        model = {"name": recorder.model_name, "version": recorder.model_version}
+        if feed.fault is not None and self._rng.random() < feed.fault(device.config.device_id, model):
+            recorder.observe(batch, np.empty(0), None, 0.0, True)
+        else:
+            device.engine.predict(batch)
+        recorder.tick()
 
     def _wire(self, device: SimDevice) -> None:
         client = device.client
@@ -186,7 +275,10 @@ class Fleet:
         for device in self.devices.values():
             assert device.updater is not None
             device.updater.boot()
+            self._attach_recorder(device, device.slots.active())
         self._thread.start()
+        if self.telemetry is not None:
+            self._telemetry_thread.start()
         for device in self.devices.values():
             self.loop.call_soon(self._connector(device))
 
@@ -196,6 +288,7 @@ class Fleet:
     def stop(self) -> None:
         """Disconnect every device and stop the loop and the pool."""
         done = threading.Event()
+        self._telemetry_stop.set()
 
         def disconnect_all() -> None:
             self.loop.stopping.set()
@@ -207,6 +300,8 @@ class Fleet:
         done.wait(10)
         self.loop.stop()
         self._thread.join(10)
+        if self._telemetry_thread.is_alive():
+            self._telemetry_thread.join(10)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def snapshot(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from langgraph.types import interrupt
@@ -59,6 +60,16 @@ def verify(state: RemediationState, deps: Deps) -> dict[str, Any]:
         return {"outcome": "verified", "verification": proposal.verification.value,
                 "verification_note": proposal.verification_note or ""}
     executed_at = proposal.executed_at.timestamp() if proposal.executed_at else deps.clock()
+    # A rollback has taken effect only when its rollout has finished: windows from devices still on the bad
+    # version in between are not evidence against the rollback.
+    rollback_id = (proposal.result or {}).get("rollback_rollout_id")
+    if rollback_id:
+        rollout = deps.client.read_json(f"/fleet/rollouts/{rollback_id}")
+        if rollout.get("finished_at") is None:
+            if deps.clock() - executed_at < deps.verify_deadline_seconds:
+                return {"verification": "pending", "verification_note": f"rollout {rollback_id} still running"}
+        else:
+            executed_at = max(executed_at, datetime.fromisoformat(rollout["finished_at"]).timestamp())
     model = proposal.params.get("model") or _model_of(state)
     windows = deps.tools.read.list_windows(model, hours=deps.lookback_hours) if model else None
     outcome, note = judge_recovery(windows.data if windows is not None and windows.ok else [],

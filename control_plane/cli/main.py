@@ -111,18 +111,23 @@ def demo(
     data_dir: DataDirOption = None,
     host: HostOption = None,
     port: PortOption = None,
-    devices: Annotated[int, typer.Option(min=1, max=2000, help="Simulated edge agents.")] = 8,
-    once: Annotated[bool, typer.Option(help="Exit after the rollout instead of serving.")] = False,
+    devices: Annotated[int, typer.Option(min=2, max=2000, help="Simulated edge agents (two groups).")] = 50,
+    once: Annotated[bool, typer.Option(help="Exit after the first rollout (no faults, no agents).")] = False,
+    auto_approve: Annotated[bool, typer.Option(
+        "--auto-approve", help="Approve the rollback as a separate approver; exit 0 after a verified recovery.")]
+    = False,
 ) -> None:
     """Run the loop on embedded defaults: SQLite, a private broker, a simulated fleet and a waved rollout."""
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     run_preflight(settings, private_broker=True)  # before any slow work: model training, broker, fleet
     use_log_file(ctx, settings)
 
-    from control_plane.demo import run_demo
+    from control_plane.demo import run_demo, stop_on_sigterm
 
-    result = run_demo(settings, devices=devices, once=once)
-    raise typer.Exit(0 if result.rollout_state == "succeeded" else 1)
+    stop_on_sigterm()
+    result = run_demo(settings, devices=devices, once=once, auto_approve=auto_approve)
+    ok = result.recovered if auto_approve else result.rollout_state == "succeeded"
+    raise typer.Exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from control_plane.audit import service as audit
 from control_plane.db.session import Database
@@ -33,3 +39,30 @@ def test_demo_rolls_the_quantised_model_out_to_a_simulated_fleet(tmp_path: Path)
     assert report.ok
     assert actions.count("device.provision") == 3 and actions.count("device.rotate_token") == 3
     assert actions.count("rollout.succeeded") == 2 and actions.count("model_version.create") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.mqtt
+def test_demo_auto_approve_closes_the_loop_and_exits_zero(tmp_path: Path) -> None:
+    """`edgeloop demo --auto-approve` as a process: exit 0, the timings printed, the audit log intact."""
+    data_dir = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", "demo", "--auto-approve", "--devices", "4",
+         "--data-dir", str(data_dir), "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=420, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(r"time to first pending proposal: \d+\.\d+s from start", output), output[-2000:]
+    assert re.search(r"approval → recovery verified: \d+\.\d+s .*verification recovered", output), output[-2000:]
+    assert "/ui/approvals" in output
+
+    database = Database(Settings(data_dir=data_dir).resolved_database_url)
+    try:
+        with database.transaction(write=False) as session:
+            report = audit.verify(session=session, public_key=None)
+            actions = [e.action for e in audit.list_entries(session=session, limit=100_000)]
+    finally:
+        database.dispose()
+    assert report.ok
+    assert actions.count("proposal.approved") == 1 and actions.count("proposal.executed") == 1
