@@ -329,6 +329,21 @@ def _clip(value: Any) -> str:
 
 def _sketches(vectors: list[np.ndarray]) -> list[str]:
     """Return each vector as compact JSON `[[index...], [count...]]` of its non-zero entries (stored format)."""
+    by_length: dict[int, list[int]] = {}
+    for index, vector in enumerate(vectors):
+        by_length.setdefault(len(vector), []).append(index)
+    if len(by_length) == 1:
+        return _same_layout_sketches(vectors)
+    # Windows of different baselines have layouts of different lengths: one stack per layout, so one batch
+    # holding both never fails as a whole.
+    sketches = [""] * len(vectors)
+    for members in by_length.values():
+        for index, sketch in zip(members, _same_layout_sketches([vectors[i] for i in members]), strict=True):
+            sketches[index] = sketch
+    return sketches
+
+
+def _same_layout_sketches(vectors: list[np.ndarray]) -> list[str]:
     matrix = np.stack(vectors)
     rows, columns = np.nonzero(matrix)  # row-major: grouped by row, columns increasing
     indices, counts = columns.tolist(), matrix[rows, columns].tolist()

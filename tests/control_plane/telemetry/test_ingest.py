@@ -10,10 +10,19 @@ from typing import Any
 from sqlalchemy import func, select
 
 from control_plane.db.session import Database
-from control_plane.drift.baseline import Baseline
+from control_plane.drift.baseline import Baseline, build_baseline
+from control_plane.drift.sketch import SketchLayout
 from control_plane.telemetry.ingest import IncomingMessage, WindowIngestor
 from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow
-from tests.control_plane.telemetry.simulate import ListSink, SimDevice, encode
+from tests.control_plane.telemetry.simulate import (
+    FEATURES,
+    ListSink,
+    SimDevice,
+    encode,
+    predict,
+    reference_data,
+    register_baseline,
+)
 
 
 def windows(baseline: Baseline, device_id: str = "dev-1", count: int = 3, start: float | None = None,
@@ -112,3 +121,16 @@ def test_old_windows_after_an_outage_are_accepted(database: Database, ingestor: 
     ancient = windows(baseline, device_id="dev-2", count=1, start=time.time() - 30 * 86400)
     result = ingest(database, ingestor, [incoming(m) for m in late] + [incoming(ancient[0], "dev-2")])
     assert result.stored == 3 and dict(result.quarantined) == {"too_old": 1}
+
+
+def test_one_batch_of_windows_from_two_baselines_is_stored_whole(database: Database, ingestor: WindowIngestor,
+                                                                 baseline: Baseline) -> None:
+    # A second baseline of the same model without the categorical column: its sketch layout has another length.
+    x, _ = reference_data(1000, seed=7)
+    other = build_baseline(x[:, :4], feature_names=FEATURES[:4], labels=predict(x))
+    register_baseline(database, other, name="sensors-small")
+    assert SketchLayout.from_baseline(other).length != SketchLayout.from_baseline(baseline).length
+    mixed = windows(baseline, "dev-1", count=3) + windows(other, "dev-2", count=3)
+    result = ingest(database, ingestor, [incoming(m, device=m["device_id"]) for m in mixed])
+    assert (result.stored, dict(result.quarantined)) == (6, {})
+    assert stored(database) == 6
