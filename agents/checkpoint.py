@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -16,8 +17,9 @@ def open_checkpointer(url: str) -> Iterator[BaseCheckpointSaver[str]]:
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         from langgraph.checkpoint.postgres import PostgresSaver
 
-        with PostgresSaver.from_conn_string(url.replace("postgresql+psycopg://", "postgresql://")) as saver:
-            saver.setup()
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        with PostgresSaver.from_conn_string(dsn) as saver:
+            _setup_once(dsn, saver)
             yield saver
         return
     if not url.startswith("sqlite:///"):
@@ -33,3 +35,25 @@ def open_checkpointer(url: str) -> Iterator[BaseCheckpointSaver[str]]:
         yield sqlite_saver
     finally:
         connection.close()
+
+
+SETUP_LOCK_KEY = 0x4544474C4F4F5043  # "EDGLOOPC": one replica at a time creates the checkpointer's tables
+
+
+def _setup_once(dsn: str, saver: Any) -> None:
+    """Run the PostgreSQL checkpointer's setup under an advisory lock: replicas starting together would race.
+
+    The lock is taken with short try-lock polls on its own autocommit connection: a session blocked in
+    pg_advisory_lock sits in an open transaction, which the holder's CREATE INDEX CONCURRENTLY would wait for.
+    """
+    import time
+
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as lock:
+        while not lock.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+            time.sleep(0.1)
+        try:
+            saver.setup()
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# LangGraph's PostgreSQL checkpointer (agents and the assistant) keeps its own tables in the same database and
+# creates them itself: they are not ours to migrate, and autogenerate must neither drop nor report them.
+CHECKPOINTER_TABLES = frozenset({"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"})
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Leave the checkpointer's tables (and their indexes) out of autogenerate comparisons."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return table not in CHECKPOINTER_TABLES
 
 
 def alembic_config(url: str) -> Config:

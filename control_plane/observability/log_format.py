@@ -96,3 +96,13 @@ def use_server_log_format(log_format: str) -> None:
             for old in [f for f in handler.filters if not isinstance(f, RequestIdFilter)]:
                 handler.removeFilter(old)
             handler.addFilter(_ServerConsole())
+    if log_format == "json":
+        # uvicorn's own logging config (applied by any earlier uvicorn.Config in this process) gives its loggers
+        # private text handlers, a level and no propagation; in JSON mode every record goes through the root
+        # handlers (uvicorn.run sets the level it is given again afterwards).
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            server_logger = logging.getLogger(name)
+            for own in list(server_logger.handlers):
+                server_logger.removeHandler(own)
+            server_logger.propagate = True
+            server_logger.setLevel(logging.NOTSET)

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, text
 
 from control_plane.db import all_models  # noqa: F401  (populates Base.metadata)
 from control_plane.db.base import Base, UTCDateTime
+from control_plane.db.migrate import include_object
 from control_plane.db.session import create_db_engine
 
 # Any constant works; it only has to be the same for every replica.
@@ -38,7 +39,7 @@ def run_migrations_online() -> None:
         try:
             context.configure(connection=connection, target_metadata=Base.metadata,
                               render_as_batch=connection.dialect.name == "sqlite", compare_type=True,
-                              render_item=render_item)
+                              render_item=render_item, include_object=include_object)
             with context.begin_transaction():
                 context.run_migrations()
         finally:

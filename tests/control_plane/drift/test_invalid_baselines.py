@@ -26,7 +26,15 @@ from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRo
 from tests.conftest import TokenFactory
 from tests.control_plane.drift.test_monitor import NOW, feed
 from tests.control_plane.telemetry.conftest import baseline, dataset_id  # noqa: F401  (fixtures)
-from tests.control_plane.telemetry.simulate import MODEL, ListSink, SimDevice, encode, make_baseline, register_baseline
+from tests.control_plane.telemetry.simulate import (
+    MODEL,
+    ListSink,
+    SimDevice,
+    encode,
+    make_baseline,
+    register_baseline,
+    register_model,
+)
 
 
 def _broken(reference: Baseline) -> dict[str, Any]:
@@ -105,6 +113,7 @@ def test_a_stored_invalid_baseline_costs_nothing_else(client: TestClient, databa
         session.execute(update(TelemetryWindowRow).where(TelemetryWindowRow.baseline_id == baseline.baseline_id)
                         .values(baseline_id=broken_id))
 
+    register_model(database)  # windows of unregistered models are quarantined before any baseline is read
     ingestor = WindowIngestor(TelemetrySettings())
     batch = _windows(baseline, "dev-broken", NOW - 600, baseline_id=broken_id) + _windows(other, "dev-healthy",
                                                                                           NOW - 600)
@@ -138,6 +147,7 @@ def test_a_baseline_id_that_is_not_a_string_is_skipped(database: Database, basel
     with database.transaction() as session:
         session.add(Dataset(name="odd", version="1", fingerprint="f" * 12, schema_={}, created_by="test",
                             baseline={"baseline_id": ["not", "hashable"], "schema": "x"}))
+    register_model(database)  # windows of unregistered models are quarantined before any baseline is read
     ingestor = WindowIngestor(TelemetrySettings())
     with database.transaction() as session:
         result = ingestor.ingest(session, _windows(baseline, "dev-1", NOW - 600, count=1), now=NOW)
@@ -170,6 +180,7 @@ def test_a_baseline_that_is_not_even_json_costs_nothing_else(database: Database,
             session.execute(text("UPDATE datasets SET baseline = 'not json {' WHERE id = :id"), {"id": dataset_id})
         else:
             session.execute(update(Dataset).where(Dataset.id == dataset_id).values(baseline=["not", "an object"]))
+    register_model(database)  # windows of unregistered models are quarantined before any baseline is read
     ingestor = WindowIngestor(TelemetrySettings())
     with database.transaction() as session:
         result = ingestor.ingest(session, _windows(other, "dev-healthy", NOW - 600)

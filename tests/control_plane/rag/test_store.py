@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def _free_port() -> int:
 
 
 def test_http_client_against_a_real_chroma_server(tmp_path: Path, runbook_dir: Path) -> None:
-    chroma = Path(__file__).resolve().parents[3] / ".venv" / "bin" / "chroma"
+    chroma = Path(sys.executable).parent / "chroma"  # the venv running the tests has the chromadb server
     binary = str(chroma) if chroma.exists() else "chroma"
     port = _free_port()
     server = subprocess.Popen(
