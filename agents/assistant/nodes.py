@@ -88,11 +88,21 @@ def degrade(turn: TurnInput) -> Answer:
     else:
         lines.append("no open alerts.")
     version = turn.entities.get("version") or max((a["model_version"] for a in open_alerts), default=None)
+    if not version:  # no alert names a version: the drift of the newest one still answers "why"
+        version = _newest_version(turn, model)
     if version:
         report = turn.tools.call("get_drift_report", {"model": model, "version": int(version), "hours": 6.0,
                                                       "device_group": group})
         lines.append(_drift_summary(report.data if report.ok else None, int(version), group))
     return Answer("\n".join(lines), entities={"model": model, "group": group, "version": version})
+
+
+def _newest_version(turn: TurnInput, model: str) -> int | None:
+    models = turn.tools.call("list_models", {})
+    for entry in _items(models.data) if models.ok else []:
+        if entry.get("name") == model and isinstance(entry.get("latest_version"), int):
+            return int(entry["latest_version"])
+    return None
 
 
 def _drift_summary(report: dict[str, Any] | None, version: int, group: str | None) -> str:
