@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from control_plane.fleet.models import Deployment, Rollout, RolloutTarget
@@ -38,7 +38,7 @@ def fleet_history(session: Session, version: ModelVersion) -> FleetHistory:
     # A rollback rollout of another version's deployment whose targets return devices to this version restores it.
     restoring = select(RolloutTarget.rollout_id).where(RolloutTarget.artifact_id.in_(artifact_ids)).distinct() \
         if artifact_ids else None
-    clauses = [Rollout.deployment_id.in_(deployment_ids)] if deployment_ids else []
+    clauses: list[ColumnElement[bool]] = [Rollout.deployment_id.in_(deployment_ids)] if deployment_ids else []
     if restoring is not None:
         clauses.append(and_(Rollout.kind == "rollback", Rollout.id.in_(restoring)))
     rollouts = list(session.scalars(select(Rollout).where(or_(*clauses)).order_by(Rollout.created_at)

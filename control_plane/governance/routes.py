@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
@@ -15,8 +15,9 @@ from control_plane.registry.routes import VersionPath
 
 router = APIRouter(tags=["governance"])
 MARKDOWN_TYPE = "text/markdown; charset=utf-8"
-MARKDOWN_RESPONSE = {200: {"content": {"text/markdown": {"schema": {"type": "string"}}},
-                           "description": "JSON by default; Markdown with ?format=markdown or Accept: text/markdown"}}
+MARKDOWN_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "content": {"text/markdown": {"schema": {"type": "string"}}},
+    "description": "JSON by default; Markdown with ?format=markdown or Accept: text/markdown"}}
 FormatQuery = Annotated[CardFormat | None, Query(alias="format")]
 AcceptHeader = Annotated[str | None, Header(max_length=1000)]
 
