@@ -14,6 +14,8 @@ from control_plane.db.base import utcnow
 from control_plane.fleet import events
 from control_plane.fleet.models import Device, Manifest
 from tests.conftest import TokenFactory
+from tests.control_plane.fleet.conftest import fleet_models  # noqa: F401 - fixture by name
+from tests.control_plane.fleet.test_rollouts import Fleet, fleet  # noqa: F401 - fixture by name
 from tests.control_plane.governance.conftest import MODEL, History
 
 
@@ -128,3 +130,34 @@ def test_errors_unknown_device_naive_future_before_provisioning_and_numbers(
 @pytest.mark.parametrize("role", ["viewer", "agent", "operator"])
 def test_readers_may_look_up_decisions(history: History, make_headers: TokenFactory, role: str) -> None:
     assert _decision(history, make_headers(role), None).json()["version"] == 1
+
+
+def test_blue_green_switch_reports_name_the_cutover_target(fleet: Fleet) -> None:  # noqa: F811
+    def decided() -> dict[str, Any]:
+        response = fleet.client.get("/api/v1/fleet/devices/d0/decision", headers=fleet.headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def switched(rollout_id: str, sequence: int) -> None:
+        body = {"schema": "edgeloop.status/v1", "event_id": str(uuid.uuid4()), "device_id": "d0",
+                "rollout_id": rollout_id, "sequence": sequence, "state": "switched", "reason": None,
+                "model": None, "slot": "b", "ts": 2.0}
+        with fleet.database.transaction() as session:
+            assert events.apply_message(session, "edgeloop/devices/d0/status", json.dumps(body).encode()).accepted
+
+    fleet.deploy(1, ["d0"])
+    fleet.report("d0", "activated")
+    v1_int8 = decided()["artifact_id"]
+    staged = fleet.deploy(2, ["d0"], kind="blue_green")["id"]
+    fleet.report("d0", "staged")
+    assert decided()["version"] == 1  # staged is not serving
+    url = f"/api/v1/fleet/rollouts/{staged}/cutover"
+    assert fleet.client.post(url, json={"to": "new"}, headers=fleet.headers).status_code == 202
+    switched(staged, 1)
+    new = decided()
+    assert (new["version"], new["rollout_id"], new["cutover_sequence"]) == (2, staged, 1)
+    assert new["manifest_sequence"] == fleet.latest("d0").sequence and new["evidence"]["state"] == "switched"
+    assert fleet.client.post(url, json={"to": "old"}, headers=fleet.headers).status_code == 202
+    switched(staged, 2)
+    old = decided()
+    assert (old["version"], old["artifact_id"], old["cutover_sequence"]) == (1, v1_int8, 2)
