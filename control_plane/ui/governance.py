@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
@@ -12,8 +13,9 @@ from control_plane.constraints import INT32_MAX, Name
 from control_plane.deps import SessionDep
 from control_plane.errors import Invalid
 from control_plane.governance import cards, decisions
+from control_plane.registry import service as registry
 from control_plane.ui.auth import CurrentViewer
-from control_plane.ui.rendering import render
+from control_plane.ui.rendering import redirect, render
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 VersionNumber = Annotated[int, Path(ge=1, le=INT32_MAX)]
@@ -26,6 +28,13 @@ def card_page(request: Request, name: Name, version: VersionNumber, viewer: Curr
     card = cards.build_card(session=session, model_name=name, version=version)
     return render(request, "model_card.html", {"viewer": viewer, "title": f"Model card {card.model} v{card.version}",
                                                "card": card})
+
+
+@router.get("/registry/versions/{version_id}/card")
+def card_by_id(version_id: Name, viewer: CurrentViewer, session: SessionDep) -> Response:
+    """Send the lineage page's model-version link to that version's card."""
+    found = registry.get_version_by_id(session=session, version_id=version_id)
+    return redirect(f"/ui/registry/{quote(found.model.name, safe='')}/versions/{found.version}/card")
 
 
 @router.get("/fleet/devices/{device_id}/decision")

@@ -22,6 +22,13 @@ def test_viewer_reads_the_card_from_the_registry_with_user_text_escaped(history:
     assert "approver:alice" in page.text and history.rollback_id in page.text and "alcohol" in page.text
     assert "No per-cohort metrics recorded." in page.text
     assert client.get(f"/ui/registry/{MODEL}/versions/9/card").status_code == 404
+    version_id = page.text.split("/ui/lineage/model_version/", 1)[1].split('"', 1)[0]
+    lineage = client.get(f"/ui/lineage/model_version/{version_id}")
+    link = f"/ui/registry/versions/{version_id}/card"
+    assert link in lineage.text
+    moved = client.get(link, follow_redirects=False)
+    assert moved.status_code == 303 and moved.headers["location"] == f"/ui/registry/{MODEL}/versions/2/card"
+    assert client.get("/ui/registry/versions/mv_nope/card").status_code == 404
 
 
 def test_decision_page_answers_for_a_time_and_refuses_a_bad_one(history: History, sign_in: SignIn) -> None:
