@@ -13,7 +13,7 @@ from control_plane.governance.schemas import DecisionRecord, ModelCard
 # are folded to one line, so that is the only place). "<", ">" and "&" become entities (a backslash before "&"
 # would leave an entity live), so no raw HTML survives either.
 _INLINE = re.compile(r"([\\`*_\[\]|~!])")
-_BLOCK_START = re.compile(r"^(\d{1,9})([.)])|^([#+=-])")
+_BLOCK_START = re.compile(r"^(\d{1,9})([.)])(?=\s|$)|^([#+=-])")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
@@ -32,9 +32,11 @@ def _when(value: datetime | None) -> str:
 
 
 def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return escape(f"{value:.4g}")
-    return escape(value) if value is not None else "-"
+    # Numbers the control plane recorded are not text anyone typed: shown as they are (a leading "-" inside a
+    # sentence or table cell starts no block); anything else is escaped.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return escape(value) if value is not None else "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -187,6 +189,6 @@ def decision_markdown(record: DecisionRecord) -> str:
         out += _table(["audit seq", "step", "actor", "time", "proposal", "reason"], [
             [_number(s.audit_seq), escape(s.step), escape(s.actor), _when(s.at), escape(s.proposal_id or ""),
              escape(s.reason or "")] for s in record.approvals])
-    out += [f"Rule: {escape(record.rule)}", ""]
+    out += [f"Rule: {record.rule}.", ""]  # the control plane's own text, with its code spans
     out += [f"- {escape(c)}" for c in record.caveats] + ([""] if record.caveats else [])
     return "\n".join(out)

@@ -104,11 +104,22 @@ def test_markdown_card_escapes_user_text(history: History, make_headers: TokenFa
         in text
     assert "## Human decisions" in text and "approver:alice" in text and history.proposal_id.replace("_", "\\_") in text
     assert "_no per-cohort metrics recorded_" in text
+    # Rendered by a CommonMark + GFM-tables renderer (markdown-it-py, which rich already depends on): the hostile
+    # description is one paragraph of text, no element, link or heading of its own.
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    assert "<script" not in html and "<a " not in html and "<strong>" not in html and "<em>bold" not in html
+    assert html.count("<h1>") == 1 and "<h1>heading" not in html
+    assert "<p>&lt;script&gt;alert(1)&lt;/script&gt; [click](javascript:alert(2)) *bold* | cell # heading</p>" in html
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ("# title", "\\# title"),
     ("1. item", "1\\. item"),
+    ("0.972", "0.972"),
+    ("2026-01-31T12:00:00+00:00", "2026-01-31T12:00:00+00:00"),
+    ("-0.5 and = x", "\\-0.5 and = x"),
     ("- item", "\\- item"),
     ("a|b`c`*d*_e_[f](g)", "a\\|b\\`c\\`\\*d\\*\\_e\\_\\[f\\](g)"),
     ("<img src=x onerror=alert(1)>", "&lt;img src=x onerror=alert(1)&gt;"),
@@ -117,6 +128,24 @@ def test_markdown_card_escapes_user_text(history: History, make_headers: TokenFa
 ])
 def test_escape(raw: str, expected: str) -> None:
     assert escape(raw) == expected
+
+
+HOSTILE_TEXTS = ["# h", "1) x", "2. y", "***", "---", "- a", "+ b", "===", "> quote", "    code", "<!-- c -->",
+                 "&copy; &amp;", "\\*x\\*", "`code` ``x``", "[a]: http://x", "![i](x)", "~~~", "~~s~~", "a\\",
+                 "<http://x>", "_u_ __b__", "a | b", "| a |\n|---|", "x  \ny", "<b onclick=1>b</b>", "[x][y]", "\t#"]
+
+
+@pytest.mark.parametrize("raw", HOSTILE_TEXTS)
+def test_escaped_text_renders_as_exactly_that_text(raw: str) -> None:
+    import html
+
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").enable("strikethrough").render(f"lead {escape(raw)}")
+    folded = " ".join(raw.split())
+    assert rendered == f"<p>lead {html.escape(folded, quote=False).replace(chr(34), '&quot;')}</p>\n"
+    at_start = MarkdownIt("commonmark").enable("table").enable("strikethrough").render(escape(raw))
+    assert at_start == f"<p>{html.escape(folded, quote=False).replace(chr(34), '&quot;')}</p>\n"
 
 
 def test_card_errors_and_roles(client: TestClient, make_headers: TokenFactory, history: History) -> None:
