@@ -30,6 +30,7 @@ from tests.control_plane.fleet.test_rollouts import _status
 MODEL = "wine-mlp"
 HOSTILE = "<script>alert(1)</script> [click](javascript:alert(2)) *bold* | cell\n# heading"
 DEVICES = ("d0", "d1")
+GROUPS = ("north", "south")
 
 
 @dataclass
@@ -95,8 +96,8 @@ def history(client: TestClient, database: Database, settings: Settings, make_hea
     patched = client.patch(f"/api/v1/models/{MODEL}", headers=operator, json={
         "description": HOSTILE, "tags": {"limitations": ["not validated on wines outside the training region"]}})
     assert patched.status_code == 200, patched.text
-    for device in DEVICES:
-        provision(client, operator, device, group="north")
+    for device, group in zip(DEVICES, GROUPS, strict=True):
+        provision(client, operator, device, group=group)
     provisioned_at = utcnow()
     marks: dict[str, datetime] = {}
     deploy_v1 = _deploy(client, operator, 1)

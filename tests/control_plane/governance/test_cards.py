@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from control_plane.governance.markdown import escape
+from control_plane.registry import pipeline
+from control_plane.registry.models import Dataset
+from edge_agent.telemetry import MemorySink, WindowRecorder
 from tests.conftest import TokenFactory
-from tests.control_plane.governance.conftest import HOSTILE, MODEL, History
+from tests.control_plane.governance.conftest import DEVICES, HOSTILE, MODEL, History
 
 
 def _card(history: History, headers: dict[str, str], version: int) -> dict[str, Any]:
@@ -68,15 +72,22 @@ def test_card_lists_deployments_the_approved_rollback_incident_and_limitations(
     assert v1["incidents"] == [] and "no incidents recorded" in v1["missing"]
 
 
-def test_field_accuracy_per_cohort_comes_from_posted_labels(history: History, admin_headers: dict[str, str]) -> None:
-    from control_plane.telemetry.models import TelemetryWindowRow
-
-    with history.database.transaction() as session:  # windows as the ingest stores them (its own tests cover it)
-        for seq, (device, group) in enumerate([("d0", "north"), ("d1", "south")]):
-            session.add(TelemetryWindowRow(device_id=device, window_seq=seq, model_name=MODEL, model_version=2,
-                                           baseline_id="b", window_start=1.0, window_end=2.0, received_at=2.0,
-                                           device_group=group, n=100, calls=100, errors=0, sketch="[[],[]]"))
-    labels = [{"device_id": "d0", "window_seq": 0, "confusion": [[0, 0, 60], [1, 0, 40]]},
+def test_field_accuracy_per_cohort_comes_from_posted_labels(history: History, make_headers: TokenFactory,
+                                                            admin_headers: dict[str, str]) -> None:
+    with history.database.transaction(write=False) as session:
+        baseline = session.get(Dataset, history.v2.dataset_id).baseline  # type: ignore[union-attr]
+    data = pipeline.load_sklearn_dataset("wine")
+    start = time.time() - 600
+    for device in DEVICES:  # real windows recorded by the edge agent's recorder, posted through the HTTP ingest
+        sink = MemorySink()
+        recorder = WindowRecorder(baseline, device_id=device, model_name=MODEL, model_version=2, sink=sink,
+                                  clock=lambda: start)
+        recorder.observe(data.x_test, data.y_test, None, 0.002, error=False)
+        recorder.close_window(now=start + 60)
+        ingested = history.client.post("/api/v1/telemetry/windows", json=sink.messages,
+                                        headers=make_headers("device", name=device, device_id=device))
+        assert ingested.status_code == 200 and ingested.json()["stored"] == 1, ingested.text
+    labels = [{"device_id": "d0", "window_seq": 1, "confusion": [[0, 0, 60], [1, 0, 40]]},
               {"device_id": "d1", "window_seq": 1, "confusion": [[0, 0, 99], [1, 0, 1]]}]
     posted = history.client.post("/api/v1/telemetry/labels", json={"labels": labels}, headers=admin_headers)
     assert posted.status_code == 200 and posted.json()["stored"] == 2, posted.text
