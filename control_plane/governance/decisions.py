@@ -142,6 +142,9 @@ def _fill(session: Session, record: DecisionRecord, event: DeviceEvent, resolved
         record.caveats.append(f"the device reported model {reported.get('name')} v{reported.get('version')}, "
                               f"the manifest names v{record.version}")
     record.approvals = approval_chain(session, rollout)
+    if rollout.rollback_of is not None:
+        record.caveats.append(f"rollout {rollout.id} rolls back {rollout.rollback_of}: its deployment.create step is "
+                              "that of the deployment it rolled back, not a decision to run this version")
 
 
 def _reported_model(event: DeviceEvent) -> dict[str, object] | None:

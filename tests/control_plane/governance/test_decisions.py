@@ -77,6 +77,10 @@ def test_each_activation_and_the_approved_rollback_answer_with_their_chain(
     ]
     approved = next(s for s in back["approvals"] if s["step"] == "proposal.approved")
     assert approved["reason"] == "v2 drifts on alcohol; back to v1"
+    assert back["caveats"] == [f"rollout {history.rollback_id} rolls back {history.deploy_v2['id']}: its "
+                               "deployment.create step is that of the deployment it rolled back, not a decision to "
+                               "run this version"]
+    assert first["caveats"] == [] and second["caveats"] == []
     seqs = [s["audit_seq"] for s in back["approvals"]]
     assert seqs == sorted(seqs)
 
