@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from control_plane.fleet import rollouts, service
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.schemas import DeploymentCreate, DeviceCreate, Selector, Strategy, StrategyKind
+from control_plane.governance.schemas import CardFormat
 
 fleet_app = typer.Typer(help="Edge fleet: devices, rollouts, broker ACL, simulator.", no_args_is_help=True)
 LabelOption = Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")]
@@ -149,6 +151,27 @@ def list_rollouts(
             table.add_row(str(target.wave), target.device_id, target.state, str(target.sequence or ""),
                           target.reason or "")
     console.print(table)
+
+
+@fleet_app.command("decision")
+def decision(
+    device_id: str,
+    at: Annotated[str | None, typer.Option(help="ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z "
+                                                "(default: now).")] = None,
+    output: Annotated[CardFormat, typer.Option("--format", help="markdown or json")] = CardFormat.MARKDOWN,
+) -> None:
+    """Which model decided this? The model, artifact, manifest and rollout active on a device at a time."""
+    from control_plane.governance import decisions
+    from control_plane.governance.markdown import decision_markdown
+
+    try:
+        moment = datetime.fromisoformat(at) if at is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"{at!r} is not an ISO 8601 time", param_hint="--at") from exc
+    with db_session(write=False) as session:
+        record = decisions.lookup(session=session, device_id=device_id, at=moment)
+    typer.echo(decision_markdown(record) if output == CardFormat.MARKDOWN
+               else record.model_dump_json(by_alias=True, indent=2))
 
 
 @fleet_app.command("pause")

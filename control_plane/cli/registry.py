@@ -1,4 +1,4 @@
-"""`edgeloop registry` commands: list, show, register a file, build the demo model."""
+"""`edgeloop registry` commands: list, show, register a file, build the demo model, print a model card."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from control_plane.cli.context import CLI_ACTOR, console, db_session, load_settings
 from control_plane.errors import NotFound
+from control_plane.governance.schemas import CardFormat
 from control_plane.registry import artifacts, service
 from control_plane.registry.schemas import ArtifactAttach, ModelCreate, Quantization, VersionCreate
 from control_plane.registry.store import ArtifactStore
@@ -92,3 +93,17 @@ def registry_build_demo(
             static=static,
         )
     console.print_json(json.dumps(result.as_dict()))
+
+
+@registry_app.command("card")
+def registry_card(
+    name: str, version: int,
+    output: Annotated[CardFormat, typer.Option("--format", help="markdown or json")] = CardFormat.MARKDOWN,
+) -> None:
+    """Print the model card of a version: data, metrics, quantisation, limitations, deployments, decisions."""
+    from control_plane.governance.cards import build_card
+    from control_plane.governance.markdown import card_markdown
+
+    with db_session(write=False) as session:
+        card = build_card(session=session, model_name=name, version=version)
+    typer.echo(card_markdown(card) if output == CardFormat.MARKDOWN else card.model_dump_json(by_alias=True, indent=2))

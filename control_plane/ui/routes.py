@@ -20,6 +20,7 @@ from control_plane.ui.auth import CheckedForm, CurrentViewer, get_codec
 from control_plane.ui.chat import router as chat_router
 from control_plane.ui.drift import router as drift_router
 from control_plane.ui.fleet import router as fleet_router
+from control_plane.ui.governance import router as governance_router
 from control_plane.ui.prompts import router as prompts_router
 from control_plane.ui.rendering import UI_DIR, build_templates, redirect, render, render_error
 from control_plane.ui.session import CSRF_FIELD, SessionCodec, csrf_matches, new_session
@@ -128,3 +129,4 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
     app.include_router(drift_router)
     app.include_router(prompts_router)
     app.include_router(chat_router)
+    app.include_router(governance_router)

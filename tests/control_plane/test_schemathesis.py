@@ -62,6 +62,8 @@ EXCLUDED_CHECKS = {
     "GET /api/v1/drift/report": [positive_data_acceptance],
     # A question may not hold control characters (other than tab and newlines), which the schema does not state.
     "POST /api/v1/assistant/threads/{thread_id}/messages": [positive_data_acceptance],
+    # A decision time must carry a zone and lie between the device's provisioning and now (data, not a shape).
+    "GET /api/v1/fleet/devices/{device_id}/decision": [positive_data_acceptance],
 }
 # A Server-Sent Events stream never ends, so a buffering test client cannot read one; tests/control_plane/events
 # cover it with a real server.
