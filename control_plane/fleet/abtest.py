@@ -44,6 +44,7 @@ from control_plane.telemetry.lookup import BaselineCache
 from control_plane.telemetry.models import GroundTruthLabel, TelemetryWindowRow
 
 RUNNING, DECIDED, INCONCLUSIVE, PROMOTED = "running", "decided", "inconclusive", "promoted"
+UNSEEN_CLASS = "(unseen)"
 
 
 def create_experiment(*, session: Session, factory: ManifestFactory, request: DeploymentCreate, actor: str,
@@ -185,8 +186,14 @@ def _predictions(session: Session, experiment: Experiment, baselines: BaselineCa
         layout = baselines.get(session, baseline_id)
         assert layout is not None and layout.baseline.output is not None
         for value, count in zip(layout.baseline.output.values, vector[layout.field("output")], strict=True):
-            result[arm][str(value)] += int(count)
+            result[arm][_class_name(value)] += int(count)
+        # Classes the baseline never saw (another version's training predictions) are counted, not dropped.
+        result[arm][UNSEEN_CLASS] += int(vector[layout.field("output_unseen")].sum())
     return result
+
+
+def _class_name(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _horizon(windows: list[tuple[int, int]], required: int) -> ArmCounts:
