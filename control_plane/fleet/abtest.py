@@ -43,7 +43,10 @@ from control_plane.registry import service as registry
 from control_plane.telemetry.lookup import BaselineCache
 from control_plane.telemetry.models import GroundTruthLabel, TelemetryWindowRow
 
-RUNNING, DECIDED, INCONCLUSIVE, PROMOTED = "running", "decided", "inconclusive", "promoted"
+RUNNING, DECIDED, INCONCLUSIVE, PROMOTED, STOPPED = "running", "decided", "inconclusive", "promoted", "stopped"
+# A test whose rollout ended like this no longer has its arms in place: it stops without a decision.
+STOPPING_ROLLOUT_STATES = frozenset({RolloutState.ABORTED.value, RolloutState.FAILED.value,
+                                     RolloutState.ROLLED_BACK.value})
 UNSEEN_CLASS = "(unseen)"
 
 
@@ -268,6 +271,19 @@ def record_decision(session: Session, experiment: Experiment, read: ExperimentRe
                  data={"winner": read.winner, "reason": read.reason, "required_per_arm": read.required_per_arm,
                        "arms": [{"version": a.version, "n": a.n, "correct": a.correct} for a in read.arms],
                        "p_values": [c.p_value for c in read.comparisons]})
+    return True
+
+
+def stop_if_rollout_ended(session: Session, experiment: Experiment, actor: str) -> bool:
+    """Stop a running test whose rollout was aborted, failed or rolled back; return whether it did."""
+    rollout = session.get(Rollout, experiment.rollout_id)
+    if experiment.state != RUNNING or rollout is None or rollout.state not in STOPPING_ROLLOUT_STATES:
+        return False
+    experiment.state, experiment.updated_at = STOPPED, utcnow()
+    experiment.reason = f"stopped without a decision: its rollout {rollout.id} is {rollout.state}"
+    session.flush()
+    audit.record(session, actor=actor, action="experiment.stopped", resource=("experiment", experiment.id),
+                 data={"rollout_id": rollout.id, "rollout_state": rollout.state})
     return True
 
 

@@ -45,6 +45,8 @@ def _propose(session: Session, experiment: Experiment, read: ExperimentRead) -> 
 def evaluate(session: Session, baselines: BaselineCache, experiment_id: str) -> ExperimentRead:
     """Report on an experiment; at the horizon freeze its decision and propose promoting a winner (once)."""
     experiment = abtest.get_experiment(session=session, experiment_id=experiment_id, lock=True)
+    if abtest.stop_if_rollout_ended(session, experiment, PROPOSER.actor):
+        return abtest.report(session, experiment, baselines)
     read = abtest.report(session, experiment, baselines)
     decided = abtest.record_decision(session, experiment, read, PROPOSER.actor)
     if experiment.state == abtest.DECIDED and experiment.proposal_id is None:

@@ -23,7 +23,8 @@ class Experiment(TimestampMixin, Base):
     selector: Mapped[dict[str, Any]] = mapped_column(default=dict)
     design: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # running -> decided (a winner, proposed for promotion) | inconclusive (horizon reached, no significant
-    # difference); decided -> promoted once the approved promotion rollout exists.
+    # difference) | stopped (its rollout was aborted, failed or rolled back first); decided -> promoted once the
+    # approved promotion rollout exists.
     state: Mapped[str] = mapped_column(String(20), index=True)
     winner_arm: Mapped[int | None] = mapped_column(Integer)
     winner_version: Mapped[int | None] = mapped_column(Integer)

@@ -158,3 +158,26 @@ def test_ab_test_ships_each_arm_its_version_decides_at_the_horizon_and_proposes_
 def expected_device(expected: dict[str, int], arm: int) -> str:
     """Return a device of an arm."""
     return next(device for device, value in expected.items() if value == arm)
+
+
+def test_no_difference_at_the_horizon_is_inconclusive_and_an_aborted_test_stops(fleet: Fleet) -> None:  # noqa: F811
+    salt = _salt()
+    rollout = _ab(fleet, salt=salt).json()
+    url = f"/api/v1/experiments/{rollout['id']}"
+    per_device = -(-REQUIRED // 20) + 1
+    for device, (arm, _) in assign(salt, DEVICES, [0.5, 0.5]).items():
+        _windows(fleet, device, arm + 1, per_device, 0)
+        _label(fleet, device, range(per_device), 8)
+    read = fleet.client.post(f"{url}/evaluate", headers=fleet.headers).json()
+    assert read["state"] == "inconclusive" and read["winner"] is None and read["proposal_id"] is None
+    assert "no significant difference" in read["reason"] and read["comparisons"][0]["p_value"] == 1.0
+    assert fleet.client.get("/api/v1/proposals", headers=fleet.headers).json()["total"] == 0
+
+    second = _ab(fleet, salt=salt).json()
+    aborted = fleet.client.post(f"/api/v1/fleet/rollouts/{second['id']}/abort", headers=fleet.headers,
+                                json={"reason": "wrong group"})
+    assert aborted.status_code == 200, aborted.text
+    stopped = fleet.client.post(f"/api/v1/experiments/{second['id']}/evaluate", headers=fleet.headers).json()
+    assert stopped["state"] == "stopped" and "aborted" in stopped["reason"] and stopped["winner"] is None
+    listed = fleet.client.get("/api/v1/experiments", params={"state": "stopped"}, headers=fleet.headers).json()
+    assert [e["rollout_id"] for e in listed] == [second["id"]]
