@@ -146,7 +146,8 @@ def test_ab_test_ships_each_arm_its_version_decides_at_the_horizon_and_proposes_
     final = fleet.client.get(f"/api/v1/experiments/{experiment_id}", headers=fleet.headers).json()
     assert final["state"] == "promoted" and final["promotion_rollout_id"] == promotion["id"]
     with fleet.database.transaction(write=False) as session:
-        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.resource_id == experiment_id)))
+        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.resource_id == experiment_id)
+                                       .order_by(AuditEntry.seq)))
     assert actions == ["experiment.create", "experiment.decided", "experiment.promoted"]
     # Promoting twice is refused.
     response = fleet.client.post("/api/v1/proposals", headers=fleet.headers, json={
