@@ -13,6 +13,7 @@ from control_plane.drift.routes import router as drift_router
 from control_plane.errors import API_ERROR_RESPONSES
 from control_plane.evals.routes import router as evals_router
 from control_plane.events.routes import router as events_router
+from control_plane.fleet.abtest_routes import router as experiments_router
 from control_plane.fleet.routes import router as fleet_router
 from control_plane.governance.routes import router as governance_router
 from control_plane.incidents.routes import router as incidents_router
@@ -29,8 +30,8 @@ def include_api_routers(app: FastAPI) -> None:
     # Each domain router is included in the app directly, not through one /api/v1 router: FastAPI matches nested
     # included routers level by level on every request, and the extra level cost more than some handlers' SQL.
     # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
-    domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, telemetry_router,
-               drift_router, alerts_router, prompts_router, evals_router)
+    domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, experiments_router,
+               telemetry_router, drift_router, alerts_router, prompts_router, evals_router)
     agentic = (incidents_router, approvals_router, events_router, assistant_router, governance_router)
     for domain_router in (*domains, *agentic):
         app.include_router(domain_router, prefix=API_PREFIX, responses=API_ERROR_RESPONSES)

@@ -16,6 +16,7 @@ from control_plane.audit.checkpoints import CheckpointSink
 from control_plane.db.session import Database
 from control_plane.errors import install_error_handlers
 from control_plane.events.hub import event_workers
+from control_plane.fleet.abtest_flows import experiment_worker
 from control_plane.fleet.bridge import fleet_bridge
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.keys.service import KeyStore
@@ -43,6 +44,7 @@ def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
     workers += telemetry_workers(app, settings)  # ingest consumers (when mqtt_url is set) and drift monitors
     # Built here, so a retention shorter than the ingest's dedup horizon stops start-up with the reason.
     workers += approval_workers(app, settings)  # exactly-once executor and proposal expiry
+    workers.append(experiment_worker(app, settings))  # A/B tests: decide at the horizon, propose the winner
     workers += event_workers(app, settings)  # SSE hub (LISTEN/NOTIFY or a short poll) and webhook dispatcher
     workers.append(retention_worker(app.state.database, RetentionPolicy.from_settings(settings),
                                     settings.retention_interval_seconds))

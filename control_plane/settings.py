@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     mqtt_broker_pid_file: Path | None = Field(default=None, description="SIGHUP this broker after rewriting them.")
     manifest_ttl_seconds: int = Field(default=86_400, gt=0, description="Signed manifests expire after this.")
     fleet_step_seconds: float = Field(default=1.0, gt=0, description="How often rollouts are advanced.")
+    experiment_evaluate_seconds: float = Field(default=30.0, gt=0, description=(
+        "How often running A/B tests are evaluated (a winner at the horizon becomes a promotion proposal)."))
+    manifest_telemetry_window_seconds: float = Field(default=60.0, gt=0, le=86_400, description=(
+        "Telemetry window length devices are told in their manifests."))
     protected_device_labels: dict[str, str] = Field(default_factory=lambda: {"env": "production"}, description=(
         "A device carrying all these labels is protected: deployments to it need the version the protected alias"
         " names, or an approver; moving a device in or out of the set needs an approver. {} disables it."))

@@ -20,6 +20,7 @@ from control_plane.approvals.models import DeviceQuarantine, Proposal, RetrainRe
 from control_plane.approvals.schemas import (
     Action,
     DeviceQuarantineAction,
+    ExperimentPromote,
     PromptLabelMove,
     RetrainRequestAction,
     RolloutAbort,
@@ -31,7 +32,7 @@ from control_plane.auth.roles import ROLE_SCOPES, Role
 from control_plane.auth.schemas import Principal
 from control_plane.db.base import utcnow
 from control_plane.errors import Conflict, NotFound
-from control_plane.fleet import rollouts
+from control_plane.fleet import abtest, rollouts
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.models import Device, Rollout, RolloutTarget
 from control_plane.fleet.schemas import TERMINAL_ROLLOUT_STATES, RolloutState, TargetState
@@ -233,6 +234,31 @@ class RetrainExecutor:
         return {"retrain_request_id": existing.id}
 
 
+class PromoteExecutor:
+    """fleet.abtest.promote: the decided winner of an A/B test to its whole group, in waves."""
+
+    def target(self, action: Any) -> tuple[str, str]:
+        return "experiment", action.experiment_id
+
+    def snapshot(self, session: Session, action: Any) -> dict[str, Any]:
+        experiment = abtest.get_experiment(session=session, experiment_id=action.experiment_id)  # 404s
+        return {"experiment.state": experiment.state, "experiment.winner_version": experiment.winner_version}
+
+    def precheck(self, action: Any, snapshot: dict[str, Any]) -> None:
+        if snapshot["experiment.state"] != abtest.DECIDED or snapshot["experiment.winner_version"] != action.version:
+            raise Conflict(f"experiment {action.experiment_id} is {snapshot['experiment.state']} with winner "
+                           f"{snapshot['experiment.winner_version']}; only a decided winner can be promoted",
+                           preconditions=snapshot)
+
+    def execute(self, session: Session, action: ExperimentPromote, context: ExecutionContext) -> dict[str, Any]:
+        experiment = abtest.get_experiment(session=session, experiment_id=action.experiment_id, lock=True)
+        if experiment.promotion_rollout_id:
+            return {"promotion_rollout_id": experiment.promotion_rollout_id, "already_done": True}
+        rollout = abtest.promote(session, context.factory(), experiment.id, action.version, action.strategy,
+                                 context.actor, context.reason)
+        return {"promotion_rollout_id": rollout.id, "rollout_state": rollout.state}
+
+
 EXECUTORS: dict[str, Executor] = {
     "rollout.rollback": RollbackExecutor(),
     "rollout.pause": PauseExecutor(),
@@ -240,6 +266,7 @@ EXECUTORS: dict[str, Executor] = {
     "prompt.label_move": LabelMoveExecutor(),
     "device.quarantine": QuarantineExecutor(),
     "retrain.request": RetrainExecutor(),
+    "experiment.promote": PromoteExecutor(),
 }
 
 

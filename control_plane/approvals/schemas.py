@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from control_plane.constraints import Label, Name, SafeJson, ShortText
-from control_plane.fleet.schemas import Strategy
+from control_plane.fleet.schemas import Strategy, StrategyKind
 from control_plane.incidents.schemas import EvidenceRef, Version
 
 DEFAULT_EXPIRY_SECONDS = 3600
@@ -108,10 +108,25 @@ class RetrainRequestAction(StrictModel):
         return self
 
 
+class ExperimentPromote(StrictModel):
+    """Roll an A/B test's decided winner out to its whole group (fleet.abtest.promote), in waves by default."""
+
+    kind: Literal["experiment.promote"]
+    experiment_id: Name
+    version: Version
+    strategy: Strategy = Field(default_factory=lambda: Strategy(kind=StrategyKind.WAVES, waves=[50, 100]))
+
+    @model_validator(mode="after")
+    def _not_another_test(self) -> ExperimentPromote:
+        if self.strategy.kind == StrategyKind.AB:
+            raise ValueError("a promotion rolls one version out; it cannot be another A/B test")
+        return self
+
+
 Action = Annotated[RolloutRollback | RolloutPause | RolloutAbort | PromptLabelMove | DeviceQuarantineAction
-                   | RetrainRequestAction, Field(discriminator="kind")]
+                   | RetrainRequestAction | ExperimentPromote, Field(discriminator="kind")]
 ActionKind = Literal["rollout.rollback", "rollout.pause", "rollout.abort", "prompt.label_move",
-                     "device.quarantine", "retrain.request"]
+                     "device.quarantine", "retrain.request", "experiment.promote"]
 
 
 class ProposalCreate(StrictModel):

@@ -18,12 +18,14 @@ import typer
 from rich.table import Table
 
 from control_plane.cli.context import CLI_ACTOR, console, db_session, load_settings
+from control_plane.cli.experiments import ab_design, print_experiment
 from control_plane.errors import NotFound
-from control_plane.fleet import rollouts, service
+from control_plane.fleet import abtest, rollouts, service
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.schemas import DeploymentCreate, DeviceCreate, Selector, Strategy, StrategyKind
 from control_plane.governance.schemas import CardFormat
+from control_plane.telemetry.lookup import BaselineCache
 
 fleet_app = typer.Typer(help="Edge fleet: devices, rollouts, broker ACL, simulator.", no_args_is_help=True)
 LabelOption = Annotated[list[str] | None, typer.Option("--label", help="key=value, repeatable")]
@@ -113,13 +115,26 @@ def deploy(
     wave_timeout: float = 600.0,
     quantization: Annotated[str | None, typer.Option(help="Default: int8 if the version has one.")] = None,
     strategy_kind: Annotated[StrategyKind | None, typer.Option(
-        "--strategy", help="all_at_once, waves, exponential or blue_green (stage only; then `fleet cutover`).")] = None,
+        "--strategy", help="all_at_once, waves, exponential, blue_green (stage only; then `fleet cutover`) or ab "
+                           "(with --arm, --mde, --samples-per-device).")] = None,
+    arm: Annotated[list[str] | None, typer.Option("--arm", help="ab: VERSION:WEIGHT, repeatable; first = control.")
+                   ] = None,
+    mde: Annotated[float | None, typer.Option(help="ab: minimum detectable accuracy difference.")] = None,
+    alpha: Annotated[float, typer.Option(help="ab: significance level.")] = 0.05,
+    power: Annotated[float, typer.Option(help="ab: power.")] = 0.8,
+    baseline_rate: Annotated[float, typer.Option(help="ab: the control's expected accuracy.")] = 0.9,
+    samples_per_device: Annotated[int | None, typer.Option(help="ab: labelled outcomes expected per device.")
+                                  ] = None,
+    salt: Annotated[str | None, typer.Option(help="ab: hash with this instead of the experiment id.")] = None,
 ) -> None:
-    """Deploy a model version to the selected devices as a (waved) rollout."""
+    """Deploy a model version to the selected devices as a (waved) rollout, or run an A/B test of versions."""
     strategy: dict[str, Any] = {"failure_threshold": failure_threshold, "min_finished": min_finished,
                                 "wave_timeout_s": wave_timeout}
     if strategy_kind is not None and strategy_kind not in (StrategyKind.WAVES, StrategyKind.EXPONENTIAL):
         strategy["kind"] = strategy_kind
+    if strategy_kind == StrategyKind.AB:
+        strategy["ab"] = ab_design(arm or [], mde=mde, alpha=alpha, power=power, baseline_rate=baseline_rate,
+                                   samples_per_device=samples_per_device, salt=salt)
     if waves:
         strategy.update(kind=StrategyKind.WAVES, waves=[float(w) for w in waves.split(",")])
     elif exponential:
@@ -132,6 +147,14 @@ def deploy(
     with db_session() as session:
         rollout = service.create_deployment(session=session, factory=factory, request=request, actor=CLI_ACTOR)
         _print_rollout(service.rollout_read(session, rollout))
+
+
+@fleet_app.command("experiment")
+def experiment(experiment_id: str) -> None:
+    """Show an A/B test (by its id or its rollout's id): arms, n, accuracy, intervals, p-values, the decision."""
+    with db_session(write=False) as session:
+        found = abtest.get_experiment(session=session, experiment_id=experiment_id)
+        print_experiment(abtest.report(session, found, BaselineCache()))
 
 
 @fleet_app.command("rollouts")

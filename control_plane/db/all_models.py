@@ -7,6 +7,7 @@ from control_plane.auth import models as auth_models
 from control_plane.drift import models as drift_models  # noqa: F401  (monitors, hysteresis state)
 from control_plane.evals import models as eval_models  # noqa: F401  (eval datasets, runs, results)
 from control_plane.events import models as event_models  # noqa: F401  (webhook subscriptions, deliveries)
+from control_plane.fleet import abtest_models  # noqa: F401  (A/B experiments and arm assignments)
 from control_plane.fleet import models as fleet_models  # noqa: F401  (devices, rollouts, manifests)
 from control_plane.incidents import models as incident_models  # noqa: F401  (incidents, timeline, rule)
 from control_plane.keys import models as key_models  # noqa: F401  (signing keys shared by replicas)

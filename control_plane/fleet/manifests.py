@@ -187,7 +187,7 @@ class ManifestFactory:
                           "expected_scores": test.expected_scores, "tolerance": SELF_TEST_TOLERANCE,
                           "max_latency_ms": max_latency_ms or self.settings.fleet_self_test_max_latency_ms},
             "baseline": baseline_of(session, version),
-            "telemetry": {"window_seconds": 60},
+            "telemetry": {"window_seconds": self.settings.manifest_telemetry_window_seconds},
         }
         if stage_only:  # blue-green: the device stages the model and waits for the signed cut-over
             body["stage_only"] = True

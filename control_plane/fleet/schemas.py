@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from control_plane.constraints import LIST_MAX, Label, PositiveInt32, ShortText
+from control_plane.fleet.abtest_schemas import ExperimentDesign
 
 DeviceId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 GroupName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -126,6 +127,7 @@ class StrategyKind(StrEnum):
     WAVES = "waves"
     EXPONENTIAL = "exponential"
     BLUE_GREEN = "blue_green"  # stage everywhere at once; a separate signed cut-over switches the group
+    AB = "ab"  # split the group by a stable hash into arms running different versions (fleet/abtest.py)
 
 
 class Strategy(StrictModel):
@@ -138,6 +140,13 @@ class Strategy(StrictModel):
     failure_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1
     min_finished: PositiveInt32 = 1
     wave_timeout_s: Annotated[float, Field(gt=0, le=MAX_WAVE_TIMEOUT_S)] = 600.0
+    ab: ExperimentDesign | None = None
+
+    @model_validator(mode="after")
+    def _ab_given(self) -> Strategy:
+        if (self.kind == StrategyKind.AB) != (self.ab is not None):
+            raise ValueError("strategy kind ab needs an ab design (arms, mde, ...), and only it takes one")
+        return self
 
     @model_validator(mode="after")
     def _waves_given(self) -> Strategy:
@@ -160,6 +169,10 @@ class DeploymentCreate(StrictModel):
 
     @model_validator(mode="after")
     def _one_version(self) -> DeploymentCreate:
+        if self.strategy.kind == StrategyKind.AB:
+            if self.version is not None or self.alias is not None:
+                raise ValueError("an ab deployment names its versions in strategy.ab.arms, not version or alias")
+            return self
         if (self.version is None) == (self.alias is None):
             raise ValueError("give exactly one of version or alias")
         return self

@@ -28,6 +28,7 @@ from control_plane.fleet.schemas import (
     RolloutRead,
     RolloutState,
     Selector,
+    StrategyKind,
 )
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
@@ -192,6 +193,11 @@ def create_deployment(*, session: Session, factory: ManifestFactory, request: De
     With a ``principal`` and ``policy`` (the API), protected devices get only the protected alias's version unless
     the caller may approve; without (the local CLI, which holds the database anyway) no policy applies.
     """
+    if request.strategy.kind == StrategyKind.AB:
+        from control_plane.fleet import abtest  # abtest builds on this module
+
+        return abtest.create_experiment(session=session, factory=factory, request=request, actor=actor,
+                                        principal=principal, policy=policy)
     version = _resolve_version(session, request)
     artifact = registry_artifacts.pick_artifact(model_version=version, quantization=request.quantization)
     devices = resolve_selector(session=session, selector=request.selector)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -13,6 +14,7 @@ from control_plane.deps import SessionDep
 from control_plane.errors import Invalid
 from control_plane.events import service as events
 from control_plane.fleet import rollouts, service
+from control_plane.fleet.abtest_models import Experiment
 from control_plane.fleet.manifests import factory_for
 from control_plane.fleet.schemas import TERMINAL_ROLLOUT_STATES, RolloutState, Strategy
 from control_plane.ui.auth import CheckedForm, CurrentViewer, Viewer
@@ -48,7 +50,9 @@ def _rollout_context(session: Session, viewer: Viewer, rollout_id: str) -> dict[
     rollout = service.rollout_read(session, service.get_rollout(session=session, rollout_id=rollout_id))
     actions = [a for a in available_actions(rollout.state)
                if viewer.can(Scope.APPROVE if a == "rollback" else Scope.WRITE)]
+    experiment = session.scalar(select(Experiment.id).where(Experiment.rollout_id == rollout_id))
     return {"viewer": viewer, "title": f"Rollout {rollout.id}", "rollout": rollout, "actions": actions,
+            "experiment_id": experiment,
             "targets": service.list_targets(session=session, rollout_id=rollout_id),
             "live": rollout.state not in TERMINAL_ROLLOUT_STATES, "rendered_at": events.head_seq(session)}
 

@@ -19,6 +19,7 @@ from control_plane.ui.approvals import router as approvals_router
 from control_plane.ui.auth import CheckedForm, CurrentViewer, get_codec
 from control_plane.ui.chat import router as chat_router
 from control_plane.ui.drift import router as drift_router
+from control_plane.ui.experiments import router as experiments_router
 from control_plane.ui.fleet import router as fleet_router
 from control_plane.ui.governance import router as governance_router
 from control_plane.ui.prompts import router as prompts_router
@@ -126,6 +127,7 @@ def install_ui(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(approvals_router)
     app.include_router(fleet_router)
+    app.include_router(experiments_router)
     app.include_router(drift_router)
     app.include_router(prompts_router)
     app.include_router(chat_router)

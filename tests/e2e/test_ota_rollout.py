@@ -14,6 +14,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,15 @@ class ControlPlane:
                              interval=0.1))
 
 
-@pytest.fixture
-def control_plane(tmp_path: Path, private_broker: PrivateMosquitto) -> Iterator[ControlPlane]:
+@contextmanager
+def serve_control_plane(tmp_path: Path, broker: PrivateMosquitto, database_url: str,
+                        **overrides: Any) -> Iterator[ControlPlane]:
     """Serve the app with uvicorn on a free port, with the MQTT bridge on the private broker."""
-    database_url = f"sqlite:///{tmp_path / 'cp.db'}"
     upgrade(database_url)
     port = free_port()
     # The broker requires passwords and enforces the ACL; the control plane keeps its password file current.
     settings = Settings(data_dir=tmp_path / "cp", database_url=database_url, port=port, fleet_step_seconds=0.2,
-                        audit_checkpoint_seconds=3600, **private_broker.settings_overrides())
+                        audit_checkpoint_seconds=3600, **{**broker.settings_overrides(), **overrides})
     database = Database(database_url)
     headers = {}
     with database.transaction() as session:
@@ -82,10 +83,19 @@ def control_plane(tmp_path: Path, private_broker: PrivateMosquitto) -> Iterator[
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=20)
-    with httpx.Client(timeout=30) as http:
-        yield ControlPlane(f"http://127.0.0.1:{port}", http, headers)
-    server.should_exit = True
-    thread.join(15)
+    try:
+        with httpx.Client(timeout=30) as http:
+            yield ControlPlane(f"http://127.0.0.1:{port}", http, headers)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path, private_broker: PrivateMosquitto) -> Iterator[ControlPlane]:
+    """The control plane on a SQLite file."""
+    with serve_control_plane(tmp_path, private_broker, f"sqlite:///{tmp_path / 'cp.db'}") as served:
+        yield served
 
 
 def _start_agent(provisioned: dict[str, Any], state_dir: Path, predict_port: int) -> subprocess.Popen[bytes]:
