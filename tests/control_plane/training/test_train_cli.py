@@ -1,0 +1,56 @@
+"""`edgeloop train`: a job in the foreground, by model or by recorded request, idempotent when rerun."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from control_plane.approvals.models import RetrainRequest
+from control_plane.cli.main import app
+from control_plane.db.base import utcnow
+from control_plane.db.session import Database
+from control_plane.registry import pipeline
+from control_plane.settings import Settings
+from control_plane.training.schemas import RowsCreate
+from control_plane.training.service import post_rows
+from tests.control_plane.training.conftest import MODEL, labelled_rows, store_windows
+
+runner = CliRunner()
+
+
+def _summary(output: str) -> dict[str, object]:
+    return dict(json.loads(output[output.index("{"):]))
+
+
+def test_train_runs_a_job_in_the_foreground(settings: Settings, database: Database, monkeypatch: pytest.MonkeyPatch,
+                                            champion: pipeline.PipelineResult) -> None:
+    monkeypatch.setenv("EDGELOOP_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("EDGELOOP_DATABASE_URL", settings.resolved_database_url)
+    nothing = runner.invoke(app, ["train", "--model", MODEL, "--version", "1", "--group", "north"])
+    assert nothing.exit_code == 0, nothing.output
+    assert _summary(nothing.output)["outcome"] == "no_new_labelled_rows"
+
+    keys = store_windows(database, "north", 8)
+    now = utcnow()
+    with database.transaction() as session:
+        post_rows(session=session, request=RowsCreate.model_validate(labelled_rows(keys, drift=True)),
+                  actor="operator:test")
+        request = RetrainRequest(model_name=MODEL, model_version=1, window_start=now - timedelta(hours=1),
+                                 window_end=now + timedelta(minutes=1), cohort={"device_group": "north"},
+                                 created_by="approver:alice")
+        session.add(request)
+        session.flush()
+        request_id = request.id
+    trained = runner.invoke(app, ["train", "--request", request_id])
+    assert trained.exit_code == 0, trained.output
+    summary = _summary(trained.output)
+    assert summary["state"] == "succeeded" and summary["challenger_version"] == 2 and summary["proposal_id"]
+    again = runner.invoke(app, ["train", "--request", request_id])
+    assert again.exit_code == 0 and "already succeeded" in again.output
+    assert _summary(again.output)["challenger_version"] == 2
+
+    assert runner.invoke(app, ["train", "--request", "rtr_missing"]).exit_code == 1
+    assert runner.invoke(app, ["train", "--model", MODEL]).exit_code == 1
