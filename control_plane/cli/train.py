@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from control_plane.db.base import utcnow
 from control_plane.db.session import Database
 from control_plane.errors import Invalid, NotFound
 from control_plane.registry.store import ArtifactStore
+from control_plane.settings import Settings
 
 
 def train(
@@ -22,6 +24,9 @@ def train(
     version: Annotated[int | None, typer.Option("--version", help="The champion version to retrain.")] = None,
     hours: Annotated[float, typer.Option(help="With --model: labelled rows of the last HOURS.")] = 24.0,
     group: Annotated[str | None, typer.Option(help="With --model: only this device group's rows.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help=(
+        "Run as a dedicated training worker until Ctrl-C (pair with EDGELOOP_TRAINING_WORKER=false on the API "
+        "replicas, so training does not compete with requests for their CPU)."))] = False,
 ) -> None:
     """Retrain on the registered dataset plus newly labelled rows; compare; propose a canary if it wins."""
     from control_plane.approvals.models import RetrainRequest
@@ -29,9 +34,12 @@ def train(
     from control_plane.training.schemas import JobRead, JobState
     from control_plane.training.worker import TrainingWorker
 
-    if (request is None) == (model is None) or (model is not None and version is None):
-        raise Invalid("give --request ID, or --model NAME --version V")
     settings = load_settings()
+    if watch:
+        _watch(settings)
+        return
+    if (request is None) == (model is None) or (model is not None and version is None):
+        raise Invalid("give --request ID, or --model NAME --version V (or --watch)")
     database = Database(settings.resolved_database_url)
     try:
         with database.transaction() as session:
@@ -67,3 +75,23 @@ def train(
     console.print_json(json.dumps(summary, default=str))
     if done.state != JobState.SUCCEEDED:
         raise typer.Exit(1)
+
+
+def _watch(settings: Settings) -> None:
+    """Claim and run jobs as they are queued, until interrupted."""
+    from control_plane.training.worker import TrainingWorker
+
+    database = Database(settings.resolved_database_url)
+    worker = TrainingWorker(database, ArtifactStore(settings.artifacts_dir, settings.max_artifact_bytes), settings)
+    console.print(f"training worker {worker.worker_id}: waiting for queued jobs (Ctrl-C stops it)")
+    try:
+        while True:
+            state = worker.run_once()
+            if state is not None:
+                console.print(f"training job finished: {state}")
+            else:
+                time.sleep(settings.training_poll_seconds)
+    except KeyboardInterrupt:
+        console.print("training worker stopped")
+    finally:
+        database.dispose()

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,9 +19,13 @@ from control_plane.db.base import utcnow
 from control_plane.db.session import Database
 from control_plane.registry import pipeline
 from control_plane.settings import Settings
+from control_plane.training import jobs
 from control_plane.training.schemas import RowsCreate
 from control_plane.training.service import post_rows
+from tests.control_plane.fleet.conftest import wait_for
 from tests.control_plane.training.conftest import MODEL, labelled_rows, store_windows
+
+ROOT = Path(__file__).resolve().parents[3]
 
 runner = CliRunner()
 
@@ -54,3 +63,28 @@ def test_train_runs_a_job_in_the_foreground(settings: Settings, database: Databa
 
     assert runner.invoke(app, ["train", "--request", "rtr_missing"]).exit_code == 1
     assert runner.invoke(app, ["train", "--model", MODEL]).exit_code == 1
+
+
+def test_train_watch_is_a_dedicated_worker_that_stops_on_ctrl_c(settings: Settings, database: Database,
+                                                                  champion: pipeline.PipelineResult) -> None:
+    env = {**os.environ, "EDGELOOP_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(ROOT),
+           "EDGELOOP_DATABASE_URL": settings.resolved_database_url, "EDGELOOP_TRAINING_POLL_SECONDS": "0.1"}
+    process = subprocess.Popen([sys.executable, "-m", "control_plane.cli.main", "train", "--watch"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        now = utcnow()
+        with database.transaction() as session:
+            job_id = jobs.enqueue(session, model_name=MODEL, model_version=1, window_start=now - timedelta(hours=1),
+                                  window_end=now, cohort={}, actor="admin:test").id
+
+        def finished() -> str | None:
+            with database.transaction(write=False) as session:
+                state = jobs.get_job(session=session, job_id=job_id).state
+            return state if state in ("succeeded", "failed") else None
+
+        assert wait_for(finished, timeout=120, interval=0.2) == "succeeded"
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "training job finished: succeeded" in output and "training worker stopped" in output
