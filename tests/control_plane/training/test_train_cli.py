@@ -77,14 +77,14 @@ def test_train_watch_is_a_dedicated_worker_that_stops_on_ctrl_c(settings: Settin
             job_id = jobs.enqueue(session, model_name=MODEL, model_version=1, window_start=now - timedelta(hours=1),
                                   window_end=now, cohort={}, actor="admin:test").id
 
-        def finished() -> str | None:
+        def finished() -> tuple[str, str | None] | None:
             with database.transaction(write=False) as session:
-                state = jobs.get_job(session=session, job_id=job_id).state
-            return state if state in ("succeeded", "failed") else None
+                job = jobs.get_job(session=session, job_id=job_id)
+            return (job.state, job.error) if job.state in ("succeeded", "failed") else None
 
-        assert wait_for(finished, timeout=120, interval=0.2) == "succeeded"
+        assert wait_for(finished, timeout=120, interval=0.2) == ("succeeded", None)
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
-    assert "training job finished: succeeded" in output and "training worker stopped" in output
+    assert "training worker stopped" in output  # (Ctrl-C may land before it prints the job's line: not asserted)
