@@ -79,8 +79,9 @@ def plan(session: Session, job: TrainingJob) -> Plan:
                       "dataset, so there is no training data to extend")
     artifacts = {a.quantization: a.sha256 for a in session.scalars(
         select(Artifact).where(Artifact.model_version_id == champion.id).order_by(Artifact.created_at))}
-    if not artifacts:
-        raise BadData(f"bad data: {job.model_name} v{job.model_version} has no artifacts to compare against")
+    if not {"fp32", "int8"} & set(artifacts):
+        raise BadData(f"bad data: {job.model_name} v{job.model_version} has no fp32 or int8 artifact to compare "
+                      "against")
     rows = list(session.scalars(_cohort(select(LabelledRows), LabelledRows, job)
                                 .order_by(LabelledRows.device_id, LabelledRows.window_seq)))
     windows, features, labels = [], [], []

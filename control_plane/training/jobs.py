@@ -129,7 +129,8 @@ def fail(session: Session, job: TrainingJob, reason: str) -> None:
     session.flush()
     audit.record(session, actor=WORKER_ACTOR, action="training_job.failed", resource=("training_job", job.id),
                  data={"error": reason[:1000], "attempts": job.attempts})
-    note(session, job, {"status": "failed", "error": reason[:1000]})
+    note(session, job, {"status": "failed", "error": reason[:1000],
+                        "summary": f"training job {job.id} failed: {reason[:500]}"})
 
 
 def note(session: Session, job: TrainingJob, body: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from control_plane.training.data import Plan
 from control_plane.training.jobs import WORKER_ACTOR
 from control_plane.training.models import TrainingJob
 
+CANARY_DECISION_SECONDS = 86_400  # a person has a day to look at the numbers before the proposal expires
 # The worker proposes as an agent would: it may read and propose, never approve or execute.
 TRAINING_PRINCIPAL = Principal(token_id="system:training", name="training-worker", role=Role.AGENT,
                                scopes=ROLE_SCOPES[Role.AGENT])
@@ -124,6 +125,7 @@ def propose_canary(session: Session, job: TrainingJob, version: ModelVersion, pl
     request = ProposalCreate.model_validate({
         "action": action.model_dump(mode="json"), "incident_id": job.incident_id, "evidence": evidence,
         "risk": Risk.MEDIUM.value, "idempotency_key": f"training.{job.id}.canary",
+        "expires_in_seconds": CANARY_DECISION_SECONDS,
         "expected_effect": (f"v{version.version} reaches the cohort in waves; its accuracy on the cohort's recent "
                             f"labelled rows was {decision['challenger_recent']} vs the champion's "
                             f"{decision['champion_recent']} ({decision['reason']})")[:2000]})

@@ -62,6 +62,8 @@ EXCLUDED_CHECKS = {
     "GET /api/v1/drift/report": [positive_data_acceptance],
     # A question may not hold control characters (other than tab and newlines), which the schema does not state.
     "POST /api/v1/assistant/threads/{thread_id}/messages": [positive_data_acceptance],
+    # Cross-field rules: one label per feature row, and every row of a window the same width.
+    "POST /api/v1/training/rows": [positive_data_acceptance],
 }
 # A Server-Sent Events stream never ends, so a buffering test client cannot read one; tests/control_plane/events
 # cover it with a real server.
