@@ -21,6 +21,7 @@ from control_plane.lineage.routes import router as lineage_router
 from control_plane.prompts.routes import router as prompts_router
 from control_plane.registry.routes import router as registry_router
 from control_plane.telemetry.routes import router as telemetry_router
+from control_plane.training.routes import router as training_router
 
 API_PREFIX = "/api/v1"
 
@@ -31,7 +32,7 @@ def include_api_routers(app: FastAPI) -> None:
     # included routers level by level on every request, and the extra level cost more than some handlers' SQL.
     # Every route shares the error body (control_plane.errors), so it is documented once, for all of them.
     domains = (auth_router, registry_router, lineage_router, audit_router, fleet_router, experiments_router,
-               telemetry_router, drift_router, alerts_router, prompts_router, evals_router)
+               telemetry_router, drift_router, alerts_router, prompts_router, evals_router, training_router)
     agentic = (incidents_router, approvals_router, events_router, assistant_router, governance_router)
     for domain_router in (*domains, *agentic):
         app.include_router(domain_router, prefix=API_PREFIX, responses=API_ERROR_RESPONSES)

@@ -29,6 +29,7 @@ from control_plane.retention import RetentionPolicy, retention_worker
 from control_plane.runtime import serving_gc
 from control_plane.settings import Settings
 from control_plane.telemetry.workers import telemetry_workers
+from control_plane.training.worker import training_workers
 from control_plane.ui.routes import install_ui
 from control_plane.workers import Worker, audit_checkpointer
 
@@ -45,6 +46,7 @@ def build_workers(app: FastAPI, settings: Settings) -> list[Worker]:
     # Built here, so a retention shorter than the ingest's dedup horizon stops start-up with the reason.
     workers += approval_workers(app, settings)  # exactly-once executor and proposal expiry
     workers.append(experiment_worker(app, settings))  # A/B tests: decide at the horizon, propose the winner
+    workers += training_workers(app, settings)  # approved retraining requests -> challenger -> canary proposal
     workers += event_workers(app, settings)  # SSE hub (LISTEN/NOTIFY or a short poll) and webhook dispatcher
     workers.append(retention_worker(app.state.database, RetentionPolicy.from_settings(settings),
                                     settings.retention_interval_seconds))

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     approval_expiry_seconds: float = Field(default=5.0, gt=0, description="How often pending proposals expire.")
     approval_execution_hold_seconds: float = Field(default=0.0, ge=0, description=(
         "Crash tests only: hold the execution transaction open this long before its commit."))
+    training_worker: bool = Field(default=True, description=(
+        "Run approved retraining requests as training jobs in this process (off: only `edgeloop train` runs them)."))
+    training_poll_seconds: float = Field(default=2.0, gt=0, description="How often an idle training worker looks.")
+    training_lease_seconds: float = Field(default=900.0, gt=0, description=(
+        "A running training job whose claim is older than this (its worker died) is claimed again."))
+    training_max_attempts: int = Field(default=3, ge=1, le=100, description="Claims before a training job fails.")
+    training_win_margin: float = Field(default=0.01, ge=0, le=1, description=(
+        "A challenger is proposed for a canary only when its int8 accuracy on the recent labelled rows beats the"
+        " champion's by at least this much (and it loses no more than this on the reference test split)."))
+    training_min_samples: int = Field(default=20, ge=2, le=1_000_000, description=(
+        "Labelled rows from the cohort's window needed before a job trains a challenger at all."))
     events_poll_seconds: float = Field(default=0.02, gt=0, description=(
         "How often the event stream looks at the SQLite audit head (PostgreSQL: LISTEN/NOTIFY, with this * 50 "
         "as the fallback poll)."))

@@ -41,6 +41,8 @@ from control_plane.prompts import labels
 from control_plane.prompts import service as prompts
 from control_plane.prompts.models import PromptLabel
 from control_plane.prompts.schemas import LabelSet
+from control_plane.training.canary import CanaryExecutor
+from control_plane.training.jobs import enqueue_request
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ class QuarantineExecutor:
 
 
 class RetrainExecutor:
-    """Record the request; the closed loop turns it into a training job."""
+    """Record the request and queue its training job (control_plane.training picks it up)."""
 
     def target(self, action: Any) -> tuple[str, str]:
         return "model_version", f"{action.model}@{action.version}"
@@ -231,7 +233,8 @@ class RetrainExecutor:
             audit.record(session, actor=context.actor, action="retrain.request", resource=("retrain", existing.id),
                          data={"proposal_id": proposal.id, "model": action.model, "version": action.version,
                                "cohort": action.cohort})
-        return {"retrain_request_id": existing.id}
+        job = enqueue_request(session, existing, actor=context.actor)  # same commit: approved means queued
+        return {"retrain_request_id": existing.id, "training_job_id": job.id}
 
 
 class PromoteExecutor:
@@ -267,6 +270,7 @@ EXECUTORS: dict[str, Executor] = {
     "device.quarantine": QuarantineExecutor(),
     "retrain.request": RetrainExecutor(),
     "experiment.promote": PromoteExecutor(),
+    "rollout.canary": CanaryExecutor(),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from control_plane.constraints import Label, Name, SafeJson, ShortText
-from control_plane.fleet.schemas import Strategy, StrategyKind
+from control_plane.fleet.schemas import Selector, Strategy, StrategyKind
 from control_plane.incidents.schemas import EvidenceRef, Version
 
 DEFAULT_EXPIRY_SECONDS = 3600
@@ -123,10 +123,31 @@ class ExperimentPromote(StrictModel):
         return self
 
 
+def _canary_waves() -> Strategy:
+    return Strategy(kind=StrategyKind.WAVES, waves=[10, 50, 100], failure_threshold=0.1)
+
+
+class RolloutCanary(StrictModel):
+    """Deploy a retrained challenger to its cohort in waves (fleet.service.create_deployment)."""
+
+    kind: Literal["rollout.canary"]
+    model: Name
+    version: Version
+    selector: Selector
+    strategy: Strategy = Field(default_factory=_canary_waves)
+    training_job_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _waved(self) -> RolloutCanary:
+        if self.strategy.kind not in (StrategyKind.WAVES, StrategyKind.EXPONENTIAL):
+            raise ValueError("a canary rolls out in waves (waves or exponential)")
+        return self
+
+
 Action = Annotated[RolloutRollback | RolloutPause | RolloutAbort | PromptLabelMove | DeviceQuarantineAction
-                   | RetrainRequestAction | ExperimentPromote, Field(discriminator="kind")]
+                   | RetrainRequestAction | ExperimentPromote | RolloutCanary, Field(discriminator="kind")]
 ActionKind = Literal["rollout.rollback", "rollout.pause", "rollout.abort", "prompt.label_move",
-                     "device.quarantine", "retrain.request", "experiment.promote"]
+                     "device.quarantine", "retrain.request", "experiment.promote", "rollout.canary"]
 
 
 class ProposalCreate(StrictModel):

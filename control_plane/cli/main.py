@@ -18,6 +18,7 @@ from control_plane.cli.fleet import fleet_app
 from control_plane.cli.keys import keys_app
 from control_plane.cli.prompts import prompt_app
 from control_plane.cli.registry import registry_app
+from control_plane.cli.train import train
 from control_plane.logs import configure_cli_logging
 from control_plane.preflight import run_preflight
 from control_plane.settings import Settings
@@ -33,6 +34,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
 app.command("chat")(chat)
+app.command("train")(train)
 
 
 @app.callback()

@@ -15,5 +15,6 @@ from control_plane.lineage import models as lineage_models
 from control_plane.prompts import models as prompt_models  # noqa: F401  (prompts, labels, agent runs)
 from control_plane.registry import models as registry_models
 from control_plane.telemetry import models as telemetry_models  # noqa: F401  (windows, quarantine, labels)
+from control_plane.training import models as training_models  # noqa: F401  (training jobs, labelled rows)
 
 __all__ = ["audit_models", "auth_models", "lineage_models", "registry_models"]

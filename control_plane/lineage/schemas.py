@@ -22,6 +22,7 @@ class NodeKind(StrEnum):
     ALERT = "alert"
     INCIDENT = "incident"
     PROPOSAL = "proposal"
+    TRAINING_JOB = "training_job"
 
 
 class Direction(StrEnum):

@@ -64,6 +64,8 @@ EXCLUDED_CHECKS = {
     "POST /api/v1/assistant/threads/{thread_id}/messages": [positive_data_acceptance],
     # A decision time must carry a zone and lie between the device's provisioning and now (data, not a shape).
     "GET /api/v1/fleet/devices/{device_id}/decision": [positive_data_acceptance],
+    # Cross-field rules: one label per feature row, and every row of a window the same width.
+    "POST /api/v1/training/rows": [positive_data_acceptance],
 }
 # A Server-Sent Events stream never ends, so a buffering test client cannot read one; tests/control_plane/events
 # cover it with a real server.

@@ -1,0 +1,1 @@
+"""Continuous training: retraining jobs, labelled rows, champion vs challenger."""
