@@ -13,6 +13,8 @@ MAX_INPUT_CHARS = 200_000
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*\d]+[.)]?\s)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'\u2019][A-Za-z0-9]+)*")
 _HAS_DIGIT = re.compile(r"\d")
+# A token after one of these starts a sentence (its capital says nothing about being a name).
+SENTENCE_BREAK = re.compile(r"[.!?\n:\[\]]")
 
 STOPWORDS_WORDS = """
 a about above after again against all also am an and any are aren't as at be because been before being below
@@ -120,7 +122,7 @@ def content_tokens(text: str) -> list[Token]:
         lower = surface.lower().replace("\u2019", "'")
         # A capital after a sentence boundary says nothing about being a name.
         gap = text[previous_end : match.start()]
-        sentence_start = previous_end == 0 or any(ch in gap for ch in ".!?\n:[]")
+        sentence_start = previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None)
         previous_end = match.end()
         if _HAS_DIGIT.search(surface):
             tokens.append(Token(surface, token_key(surface), "number"))
