@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,8 +70,7 @@ _MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_m
 _FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
 
 
-@dataclass(frozen=True, slots=True)
-class Word:
+class Word(NamedTuple):
     """One token of a text: its position, comparison key and kind."""
 
     index: int
@@ -90,7 +89,7 @@ def words(text: str) -> list[Word]:
         gap = text[previous_end:match.start()]
         sentence_start = previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None)
         previous_end = match.end()
-        if _DIGIT.search(surface):
+        if not surface.isalpha() and _DIGIT.search(surface):
             kind = "number"
         elif lower in STOPWORDS or lower.split("'")[0] in STOPWORDS:
             kind = "stop"

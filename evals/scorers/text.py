@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 # Bigger inputs are refused rather than scored slowly: a 1 MB "answer" is a bug upstream, not an answer.
 MAX_INPUT_CHARS = 200_000
@@ -104,8 +105,7 @@ def stem(word: str) -> str:
     return word
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """One word of a text with its kind, used to weigh unsupported content."""
 
     surface: str
@@ -115,6 +115,12 @@ class Token:
 
 def content_tokens(text: str) -> list[Token]:
     """Return the content tokens of ``text``: numbers, capitalised names, and non-stopword words."""
+    return list(_content_tokens(text))
+
+
+# Scorers tokenise one claim several times (its features, its answer's, its verdict): a small cache pays.
+@lru_cache(maxsize=1 << 12)
+def _content_tokens(text: str) -> tuple[Token, ...]:
     tokens: list[Token] = []
     previous_end = 0
     for match in _TOKEN.finditer(text):
@@ -124,12 +130,12 @@ def content_tokens(text: str) -> list[Token]:
         gap = text[previous_end : match.start()]
         sentence_start = previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None)
         previous_end = match.end()
-        if _HAS_DIGIT.search(surface):
+        if not surface.isalpha() and _HAS_DIGIT.search(surface):
             tokens.append(Token(surface, token_key(surface), "number"))
         elif lower not in STOPWORDS:
             is_name = surface[0].isupper() and not sentence_start
             tokens.append(Token(surface, token_key(surface), "entity" if is_name else "word"))
-    return tokens
+    return tuple(tokens)
 
 
 def word_count(text: str) -> int:
