@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
-from typing import NamedTuple
 
 import numpy as np
 
@@ -70,7 +71,8 @@ _MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_m
 _FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
 
 
-class Word(NamedTuple):
+@dataclass(slots=True, eq=False)
+class Word:
     """One token of a text: its position, comparison key and kind."""
 
     index: int
@@ -79,25 +81,32 @@ class Word(NamedTuple):
     kind: str  # number | entity | word | stop
 
 
+@lru_cache(maxsize=1 << 16)
+def _classify(surface: str) -> tuple[str, str, str]:
+    """Return a token's key, lower form and kind, "entity" for any capitalised content word (cached per surface)."""
+    lower = surface.lower().replace("\u2019", "'")
+    if not surface.isalpha() and _DIGIT.search(surface):
+        kind = "number"
+    elif lower in STOPWORDS or lower.split("'")[0] in STOPWORDS:
+        kind = "stop"
+    else:
+        kind = "entity" if surface[0].isupper() else "word"
+    return token_key(surface), lower, kind
+
+
 def words(text: str) -> list[Word]:
     """Tokenise ``text`` into keyed words with kinds (names = capitalised, not sentence-initial)."""
     out: list[Word] = []
     previous_end = 0
     for match in _TOKEN.finditer(text):
-        surface = match.group(0)
-        lower = surface.lower().replace("\u2019", "'")
-        gap = text[previous_end:match.start()]
-        sentence_start = previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None)
+        key, lower, kind = _classify(match.group(0))
+        if kind == "entity":
+            # A capital after a sentence boundary says nothing about being a name.
+            gap = text[previous_end:match.start()]
+            if previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None):
+                kind = "word"
         previous_end = match.end()
-        if not surface.isalpha() and _DIGIT.search(surface):
-            kind = "number"
-        elif lower in STOPWORDS or lower.split("'")[0] in STOPWORDS:
-            kind = "stop"
-        elif surface[0].isupper() and not sentence_start:
-            kind = "entity"
-        else:
-            kind = "word"
-        out.append(Word(len(out), token_key(surface), lower, kind))
+        out.append(Word(len(out), key, lower, kind))
     return out
 
 
@@ -124,7 +133,9 @@ class Passage:
             if high > low:
                 bounds.append((low, high))
         ranges = bounds + [(a[0], b[1]) for a, b in pairwise(bounds)]
-        self.windows = [({w.key for w in self.tokens[lo:hi]}, _negations(self.tokens[lo:hi])) for lo, hi in ranges]
+        negation = np.array([_is_negation(w) for w in self.tokens] + [False], dtype=np.int64)
+        running = np.concatenate([[0], np.cumsum(negation)])
+        self.windows = [({w.key for w in self.tokens[lo:hi]}, int(running[hi] - running[lo])) for lo, hi in ranges]
         self.question = question
         question_words = words(question)
         self.question_keys = {w.key for w in question_words if w.kind != "stop"}
@@ -147,8 +158,6 @@ class Passage:
                                for kind in ("entity", "number")}
         self.position_keys = np.array([w.key for w in self.tokens], dtype=object)
         # negated_before[i]: one of the four tokens before position i is a negation.
-        negation = np.array([_is_negation(w) for w in self.tokens] + [False], dtype=np.int64)
-        running = np.concatenate([[0], np.cumsum(negation)])
         index = np.arange(len(self.tokens))
         self.negated_before = (running[index] - running[np.maximum(0, index - 4)]) > 0
 
