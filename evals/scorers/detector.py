@@ -1,7 +1,8 @@
 """Tier 2: the shipped hallucination detector (gradient-boosted trees over claim-context consistency, ONNX).
 
-The model file and its calibration live in ``evals/scorers/models/`` (trained by ``evals/train_detector.py`` on
-HaluEval dev rows plus perturbations; see ``MODEL_CARD.md`` there). An answer is flagged when its probability
+The model files and their calibration live in ``evals/scorers/models/`` (trained by ``evals/train_detector.py`` on
+HaluEval dev rows plus perturbations; see ``MODEL_CARD.md`` there): an answer model and a claim model, mixed per
+answer shape so that an answer is about as bad as its worst claim. An answer is flagged when its probability
 reaches the threshold fixed on dev rows for its shape (an answer to a question, a dialogue reply, a summary of a
 text without a question); the claims of a flagged answer at or over the threshold (or, if none is, its worst
 claim) are the unsupported ones, and an answer that is not flagged has none, so the hallucination rate and the
