@@ -9,7 +9,7 @@ import numpy as np
 from evals.halueval import TASKS, load_task
 from evals.perturb import perturb
 from evals.scorers.consistency import Passage, answer_features
-from evals.scorers.text import word_count
+from evals.scorers.text import split_sentences, word_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +49,30 @@ def all_items(start: int, stop: int, tasks: tuple[str, ...] = TASKS) -> list[Ite
     return [item for task in tasks for item in items_for(task, start, stop)]
 
 
-def featurize(items: list[Item]) -> np.ndarray:
-    """Return the detector feature matrix of ``items`` (one passage preparation per row)."""
-    rows = []
+def featurize(items: list[Item]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return the answer feature matrix, the claim feature matrix, each claim's label and its item's index.
+
+    A claim of a faithful answer is faithful and a claim of a HaluEval hallucinated answer is hallucinated; a
+    claim of a perturbed answer is hallucinated only when the right answer of its row has no such sentence (the
+    perturbation changed it), so the claim model learns from the edited claim, not from its untouched neighbours.
+    """
+    answers, claims, labels, owners = [], [], [], []
     passage: Passage | None = None
     key: tuple[str, str] | None = None
-    for item in items:
+    right: dict[tuple[str, int], set[str]] = {
+        (i.task, i.row): {s.text.strip() for s in split_sentences(i.answer)} for i in items if i.kind == "right"}
+    for index, item in enumerate(items):
         if key != (item.context, item.question):
             key = (item.context, item.question)
             passage = Passage([item.context], item.question)
         assert passage is not None
-        rows.append(answer_features(item.answer, passage)[0])
-    return np.asarray(rows, dtype=np.float32)
-
+        whole, per_claim = answer_features(item.answer, passage)
+        answers.append(whole)
+        own = right.get((item.task, item.row), set())
+        for span, vector in zip(split_sentences(item.answer), per_claim, strict=True):
+            claims.append(vector)
+            owners.append(index)
+            original = item.kind in ("right", "hallucinated")
+            labels.append(item.label if original or item.label == 0 else int(span.text.strip() not in own))
+    return (np.asarray(answers, dtype=np.float32), np.asarray(claims, dtype=np.float32).reshape(-1, len(answers[0])),
+            np.asarray(labels, dtype=np.int64), np.asarray(owners, dtype=np.int64))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
 
 from evals.scorers.claim_support import _Evidence, support_features
-from evals.scorers.text import STOPWORDS, split_sentences, token_key
+from evals.scorers.text import SENTENCE_BREAK, STOPWORDS, split_sentences, token_key
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'\u2019][A-Za-z0-9]+)*")
 _DIGIT = re.compile(r"\d")
@@ -70,7 +71,7 @@ _MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_m
 _FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Word:
     """One token of a text: its position, comparison key and kind."""
 
@@ -80,25 +81,32 @@ class Word:
     kind: str  # number | entity | word | stop
 
 
+@lru_cache(maxsize=1 << 16)
+def _classify(surface: str) -> tuple[str, str, str]:
+    """Return a token's key, lower form and kind, "entity" for any capitalised content word (cached per surface)."""
+    lower = surface.lower().replace("\u2019", "'")
+    if not surface.isalpha() and _DIGIT.search(surface):
+        kind = "number"
+    elif lower in STOPWORDS or lower.split("'")[0] in STOPWORDS:
+        kind = "stop"
+    else:
+        kind = "entity" if surface[0].isupper() else "word"
+    return token_key(surface), lower, kind
+
+
 def words(text: str) -> list[Word]:
     """Tokenise ``text`` into keyed words with kinds (names = capitalised, not sentence-initial)."""
     out: list[Word] = []
     previous_end = 0
     for match in _TOKEN.finditer(text):
-        surface = match.group(0)
-        lower = surface.lower().replace("\u2019", "'")
-        gap = text[previous_end:match.start()]
-        sentence_start = previous_end == 0 or any(ch in gap for ch in ".!?\n:[]")
+        key, lower, kind = _classify(match.group(0))
+        if kind == "entity":
+            # A capital after a sentence boundary says nothing about being a name.
+            gap = text[previous_end:match.start()]
+            if previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None):
+                kind = "word"
         previous_end = match.end()
-        if _DIGIT.search(surface):
-            kind = "number"
-        elif lower in STOPWORDS or lower.split("'")[0] in STOPWORDS:
-            kind = "stop"
-        elif surface[0].isupper() and not sentence_start:
-            kind = "entity"
-        else:
-            kind = "word"
-        out.append(Word(len(out), token_key(surface), lower, kind))
+        out.append(Word(len(out), key, lower, kind))
     return out
 
 
@@ -125,7 +133,9 @@ class Passage:
             if high > low:
                 bounds.append((low, high))
         ranges = bounds + [(a[0], b[1]) for a, b in pairwise(bounds)]
-        self.windows = [({w.key for w in self.tokens[lo:hi]}, _negations(self.tokens[lo:hi])) for lo, hi in ranges]
+        negation = np.array([_is_negation(w) for w in self.tokens] + [False], dtype=np.int64)
+        running = np.concatenate([[0], np.cumsum(negation)])
+        self.windows = [({w.key for w in self.tokens[lo:hi]}, int(running[hi] - running[lo])) for lo, hi in ranges]
         self.question = question
         question_words = words(question)
         self.question_keys = {w.key for w in question_words if w.kind != "stop"}
@@ -147,6 +157,9 @@ class Passage:
         self.kind_positions = {kind: np.array([w.index for w in self.tokens if w.kind == kind], dtype=np.int64)
                                for kind in ("entity", "number")}
         self.position_keys = np.array([w.key for w in self.tokens], dtype=object)
+        # negated_before[i]: one of the four tokens before position i is a negation.
+        index = np.arange(len(self.tokens))
+        self.negated_before = (running[index] - running[np.maximum(0, index - 4)]) > 0
 
     def cover(self, key: str) -> np.ndarray:
         """Return a 0/1 array: 1 where ``key`` occurs within the anchor span (cached per passage)."""
@@ -216,7 +229,8 @@ def _compare(passage: Passage, options: tuple[set[str], set[str]]) -> int | None
 
 def claim_features(claim: str, passage: Passage) -> dict[str, float]:
     """Return the feature dict of one claim against a prepared passage."""
-    tokens = [w for w in words(claim) if w.kind != "stop"]
+    all_words = words(claim)
+    tokens = [w for w in all_words if w.kind != "stop"]
     content = [w for w in tokens if w.lower not in _FRAMING]
     new = [w for w in content if w.key not in passage.question_keys]
     missing = [w for w in new if w.key not in passage.keys]
@@ -231,7 +245,7 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
                                   and passage.window_question[index] > passage.window_question[best]):
             best, best_cover = index, cover
     window_keys, window_negations = passage.windows[best] if best >= 0 else (set(), 0)
-    claim_words = words(claim)
+    claim_words = all_words
     # A leading "yes"/"no" answers the question (its polarity is a feature of its own); it negates nothing.
     if claim_words and claim_words[0].lower in ("yes", "no"):
         claim_words = claim_words[1:]
@@ -255,20 +269,11 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
         "has_question": float(bool(passage.question.strip())),
         "log_context_words": passage.log_words,
     }
-    features.update(_question_features(claim, new, passage, best))
+    features.update(_question_features(all_words, new, passage, best))
     features.update(_local_features(claim_words, passage))
     t1 = support_features(claim, passage.evidence)
     features.update({name: value for name, value in zip(FEATURE_NAMES[-11:], t1, strict=True)})
     return features
-
-
-def _near(passage: Passage, key: str, position: int, span: int) -> bool:
-    """Return whether ``key`` occurs within ``span`` tokens of ``position`` in the passage."""
-    occurrences = passage.positions.get(key)
-    if not occurrences:
-        return False
-    index = _bisect(occurrences, position - span)
-    return index < len(occurrences) and occurrences[index] <= position + span
 
 
 def _is_negation(word: Word) -> bool:
@@ -294,25 +299,22 @@ def _local_features(claim_words: list[Word], passage: Passage) -> dict[str, floa
                       if runs[j] != runs[i] and n.key in passage.positions}
         if not neighbours:
             continue
-        best = 0.0
-        for occurrence in passage.positions[word.key][:20]:
-            found = sum(1 for n in neighbours if _near(passage, n, occurrence, _ANCHOR_SPAN))
-            best = max(best, found / len(neighbours))
-            if best == 1.0:
-                break
-        anchors.append((word.kind, best))
+        # How many neighbours sit within the anchor span of each occurrence (cover() is that span, cached).
+        occurrences = passage.positions[word.key][:20]
+        found = np.sum([passage.cover(n)[occurrences] for n in neighbours], axis=0)
+        anchors.append((word.kind, float(found.max()) / len(neighbours)))
     unmatched = dropped = 0
     for i, word in enumerate(claim_words):
+        negation = _is_negation(word)
+        if not negation and (word.kind != "stop" or i == 0):
+            continue
         following = next((w for w in claim_words[i + 1:i + 4] if w.kind != "stop"), None)
         if following is None or following.key not in passage.positions:
             continue
-        occurrences = passage.positions[following.key][:20]
-        negated_there = [any(_is_negation(t) for t in passage.tokens[max(0, o - 4):o]) for o in occurrences]
-        if _is_negation(word):
-            unmatched += not any(negated_there)
-        elif word.kind != "stop" or i == 0:
-            continue
-        elif all(negated_there) and not any(_is_negation(w) for w in claim_words[max(0, i - 3):i + 1]):
+        negated_there = passage.negated_before[passage.positions[following.key][:20]]
+        if negation:
+            unmatched += not negated_there.any()
+        elif negated_there.all() and not any(_is_negation(w) for w in claim_words[max(0, i - 3):i + 1]):
             dropped += 1
     names = [a for kind, a in anchors if kind in ("entity", "number")]
     displacement = _displacement(content, runs, passage)
@@ -370,7 +372,7 @@ def _head_features(new: list[Word], passage: Passage) -> tuple[float, float]:
     return own, best_other - own
 
 
-def _question_features(claim: str, new: list[Word], passage: Passage, best: int) -> dict[str, float]:
+def _question_features(claim: list[Word], new: list[Word], passage: Passage, best: int) -> dict[str, float]:
     """Return where-the-question-points features: window gap, proximity, yes/no and option agreement."""
     if not passage.question_keys:
         return {"question_gap": 0.0, "answer_proximity": 0.0, "proximity_rank": 0.0, "polarity": 0.0,
@@ -385,13 +387,13 @@ def _question_features(claim: str, new: list[Word], passage: Passage, best: int)
         candidates = {w.key for w in passage.tokens if w.kind == "entity" and w.key not in passage.question_keys}
         scores = [passage.proximity(k) / _PROXIMITY_CAP for k in list(candidates)[:60]]
         rank = sum(1 for s in scores if s < proximity) / max(1, len(scores))
-    first = next((w.lower for w in words(claim)), "")
+    first = next((w.lower for w in claim), "")
     polarity = 1.0 if first in _YES else -1.0 if first in _NO else 0.0
     head_near, head_deficit = _head_features(new, passage)
     option_question, agreement = 0.0, 0.0
     if passage.options is not None:
         option_question = 1.0
-        claim_keys = {w.key for w in new} | {w.key for w in words(claim)}
+        claim_keys = {w.key for w in new} | {w.key for w in claim}
         hits = [bool(option & claim_keys) for option in passage.options]
         picked = hits.index(True) if hits.count(True) == 1 else None
         predicted = _compare(passage, passage.options)

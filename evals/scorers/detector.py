@@ -1,7 +1,8 @@
 """Tier 2: the shipped hallucination detector (gradient-boosted trees over claim-context consistency, ONNX).
 
-The model file and its calibration live in ``evals/scorers/models/`` (trained by ``evals/train_detector.py`` on
-HaluEval dev rows plus perturbations; see ``MODEL_CARD.md`` there). An answer is flagged when its probability
+The model files and their calibration live in ``evals/scorers/models/`` (trained by ``evals/train_detector.py`` on
+HaluEval dev rows plus perturbations; see ``MODEL_CARD.md`` there): an answer model and a claim model, mixed per
+answer shape so that an answer is about as bad as its worst claim. An answer is flagged when its probability
 reaches the threshold fixed on dev rows for its shape (an answer to a question, a dialogue reply, a summary of a
 text without a question); the claims of a flagged answer at or over the threshold (or, if none is, its worst
 claim) are the unsupported ones, and an answer that is not flagged has none, so the hallucination rate and the
@@ -28,6 +29,8 @@ from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, spl
 
 MODEL_DIR = Path(str(resources.files("evals.scorers").joinpath("models")))
 MODEL_FILE = "detector.onnx"
+# The claim model scores one claim at a time (trained on claim labels); an answer is as bad as its worst claim.
+CLAIM_MODEL_FILE = "detector_claims.onnx"
 META_FILE = "detector.json"
 SHAPES = ("qa", "dialogue", "summary")
 _DIALOGUE_TURN = re.compile(r"\[(?:human|assistant|user)\]\s*:|^\s*(?:human|assistant|user)\s*:", re.I | re.M)
@@ -54,6 +57,8 @@ class DetectorMeta:
     features: tuple[str, ...]
     thresholds: dict[str, float]
     version: str
+    # Per shape, the weight of the answer model; the rest goes to the claim model (1.0: no claim model).
+    answer_weight: dict[str, float]
 
 
 def load_meta(directory: Path = MODEL_DIR) -> DetectorMeta:
@@ -67,7 +72,12 @@ def load_meta(directory: Path = MODEL_DIR) -> DetectorMeta:
     thresholds = {shape: float(raw["thresholds"][shape]) for shape in SHAPES}
     if not all(0.0 < t < 1.0 for t in thresholds.values()):
         raise ScorerUnavailableError(f"{path}: thresholds must be in (0, 1), got {thresholds}")
-    return DetectorMeta(tuple(raw["features"]), thresholds, str(raw.get("version", "")))
+    weights = {shape: float(raw.get("answer_weight", {}).get(shape, 1.0)) for shape in SHAPES}
+    if not all(0.0 <= w <= 1.0 for w in weights.values()):
+        raise ScorerUnavailableError(f"{path}: answer weights must be in [0, 1], got {weights}")
+    if min(weights.values()) < 1.0 and not (directory / CLAIM_MODEL_FILE).is_file():
+        raise ScorerUnavailableError(f"{path} needs {CLAIM_MODEL_FILE}: python -m evals.train_detector")
+    return DetectorMeta(tuple(raw["features"]), thresholds, str(raw.get("version", "")), weights)
 
 
 class HallucinationDetector:
@@ -86,11 +96,17 @@ class HallucinationDetector:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.claim_session = None
+        if (directory / CLAIM_MODEL_FILE).is_file():
+            self.claim_session = ort.InferenceSession(str(directory / CLAIM_MODEL_FILE), options,
+                                                      providers=["CPUExecutionProvider"])
         self._passages: OrderedDict[tuple[tuple[str, ...], str], Passage] = OrderedDict()
 
-    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        """Return P(hallucinated) for each feature row."""
-        outputs = self.session.run(None, {self.input_name: np.asarray(matrix, dtype=np.float32)})
+    def probabilities(self, matrix: np.ndarray, claims: bool = False) -> np.ndarray:
+        """Return P(hallucinated) for each feature row (of the answer model, or of the claim model)."""
+        session = self.claim_session if claims else self.session
+        assert session is not None
+        outputs = session.run(None, {self.input_name: np.asarray(matrix, dtype=np.float32)})
         return np.asarray(outputs[1], dtype=np.float64)[:, 1]
 
     def passage(self, contexts: list[str], question: str) -> Passage:
@@ -104,11 +120,28 @@ class HallucinationDetector:
             self._passages.popitem(last=False)
         return prepared
 
-    def decide(self, answer: str, passage: Passage) -> tuple[float, list[float]]:
-        """Return the answer's probability of being hallucinated and each claim's."""
+    def parts(self, answer: str, passage: Passage) -> tuple[np.ndarray, np.ndarray]:
+        """Return the answer model's probabilities ([answer, *claims]) and the claim model's ([*claims])."""
         whole, claims = answer_features(answer, passage)
         probs = self.probabilities(np.asarray([whole, *claims]))
-        return float(probs[0]), [float(p) for p in probs[1:]]
+        if self.claim_session is None or not claims:
+            return probs, probs[1:]
+        return probs, self.probabilities(np.asarray(claims), claims=True)
+
+    @staticmethod
+    def blend(answer_probs: np.ndarray, claim_probs: np.ndarray, weight: float) -> tuple[float, list[float]]:
+        """Mix the two models: the answer's P with the worst claim's, each claim's P with its claim-model P."""
+        if weight >= 1.0 or not len(claim_probs):
+            return float(answer_probs[0]), [float(p) for p in answer_probs[1:]]
+        whole = weight * answer_probs[0] + (1.0 - weight) * float(claim_probs.max())
+        claims = weight * answer_probs[1:] + (1.0 - weight) * claim_probs
+        return float(whole), [float(p) for p in claims]
+
+    def decide(self, answer: str, passage: Passage) -> tuple[float, list[float]]:
+        """Return the answer's probability of being hallucinated and each claim's."""
+        answer_probs, claim_probs = self.parts(answer, passage)
+        weight = self.meta.answer_weight[answer_shape(passage.question)]
+        return self.blend(answer_probs, claim_probs, weight)
 
     def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
         """Score one answer against its contexts; per-claim verdicts use the same threshold."""

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 # Bigger inputs are refused rather than scored slowly: a 1 MB "answer" is a bug upstream, not an answer.
 MAX_INPUT_CHARS = 200_000
@@ -13,6 +14,8 @@ MAX_INPUT_CHARS = 200_000
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*\d]+[.)]?\s)")
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'\u2019][A-Za-z0-9]+)*")
 _HAS_DIGIT = re.compile(r"\d")
+# A token after one of these starts a sentence (its capital says nothing about being a name).
+SENTENCE_BREAK = re.compile(r"[.!?\n:\[\]]")
 
 STOPWORDS_WORDS = """
 a about above after again against all also am an and any are aren't as at be because been before being below
@@ -102,8 +105,7 @@ def stem(word: str) -> str:
     return word
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """One word of a text with its kind, used to weigh unsupported content."""
 
     surface: str
@@ -113,6 +115,12 @@ class Token:
 
 def content_tokens(text: str) -> list[Token]:
     """Return the content tokens of ``text``: numbers, capitalised names, and non-stopword words."""
+    return list(_content_tokens(text))
+
+
+# Scorers tokenise one claim several times (its features, its answer's, its verdict): a small cache pays.
+@lru_cache(maxsize=1 << 12)
+def _content_tokens(text: str) -> tuple[Token, ...]:
     tokens: list[Token] = []
     previous_end = 0
     for match in _TOKEN.finditer(text):
@@ -120,14 +128,14 @@ def content_tokens(text: str) -> list[Token]:
         lower = surface.lower().replace("\u2019", "'")
         # A capital after a sentence boundary says nothing about being a name.
         gap = text[previous_end : match.start()]
-        sentence_start = previous_end == 0 or any(ch in gap for ch in ".!?\n:[]")
+        sentence_start = previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None)
         previous_end = match.end()
-        if _HAS_DIGIT.search(surface):
+        if not surface.isalpha() and _HAS_DIGIT.search(surface):
             tokens.append(Token(surface, token_key(surface), "number"))
         elif lower not in STOPWORDS:
             is_name = surface[0].isupper() and not sentence_start
             tokens.append(Token(surface, token_key(surface), "entity" if is_name else "word"))
-    return tokens
+    return tuple(tokens)
 
 
 def word_count(text: str) -> int:

@@ -6,10 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from evals.detector_data import Item, featurize
 from evals.scorers import default_scorer
 from evals.scorers.claim_support import ClaimSupportScorer
+from evals.scorers.consistency import FEATURE_NAMES
 from evals.scorers.detector import (
     MODEL_DIR,
     HallucinationDetector,
@@ -78,3 +81,41 @@ def test_a_missing_or_foreign_model_falls_back_to_tier_one(tmp_path: Path, monke
     fallback = default_scorer()
     assert isinstance(fallback, ClaimSupportScorer)
     assert fallback.score(answer="Alice", contexts=[CONTEXT], question=QUESTION).scorer == "claim_support"
+
+
+def test_an_answer_is_as_bad_as_its_worst_claim(detector: HallucinationDetector) -> None:
+    # The shipped model mixes the answer model with the claim model's worst claim (weights chosen on dev rows).
+    meta = load_meta()
+    assert set(meta.answer_weight) == {"qa", "dialogue", "summary"}
+    assert all(0.0 <= w <= 1.0 for w in meta.answer_weight.values())
+    answer_probs, claim_probs = np.array([0.2, 0.1, 0.3]), np.array([0.05, 0.9])
+    whole, claims = HallucinationDetector.blend(answer_probs, claim_probs, 0.25)
+    assert whole == pytest.approx(0.25 * 0.2 + 0.75 * 0.9)
+    assert claims == pytest.approx([0.25 * 0.1 + 0.75 * 0.05, 0.25 * 0.3 + 0.75 * 0.9])
+    assert HallucinationDetector.blend(answer_probs, claim_probs, 1.0) == (0.2, [0.1, 0.3])
+    passage = detector.passage([CONTEXT], "")
+    summary = "Alice runs the broker for the fleet team. The broker listens on port 1883 since 2021."
+    edited = "Alice runs the broker for the fleet team. The broker listens on port 8080 since 1990."
+    assert detector.decide(edited, passage)[0] > detector.decide(summary, passage)[0]
+
+
+def test_the_claim_model_is_required_when_the_side_file_mixes_it_in(tmp_path: Path) -> None:
+    for name in ("detector.onnx", "detector.json"):
+        shutil.copy(MODEL_DIR / name, tmp_path / name)
+    meta = json.loads((tmp_path / "detector.json").read_text())
+    (tmp_path / "detector.json").write_text(json.dumps({**meta, "answer_weight": dict.fromkeys(meta["thresholds"],
+                                                                                                0.5)}))
+    assert not detector_available(tmp_path)
+    shutil.copy(MODEL_DIR / "detector_claims.onnx", tmp_path / "detector_claims.onnx")
+    assert detector_available(tmp_path)
+
+
+def test_claim_labels_mark_the_edited_sentence_only() -> None:
+    context = "Alice runs the broker. Bob fixes the sensors in Oslo."
+    right, swapped = "Alice runs the broker. Bob fixes the sensors.", "Alice runs the broker. Oslo fixes the sensors."
+    items = [Item("summarization", 0, "right", right, 0, context, ""),
+             Item("summarization", 0, "entity_swap", swapped, 1, context, ""),
+             Item("summarization", 0, "hallucinated", "Carol sells bikes. Bob repairs boats.", 1, context, "")]
+    answers, claims, labels, owners = featurize(items)
+    assert answers.shape == (3, len(FEATURE_NAMES)) and claims.shape == (6, len(FEATURE_NAMES))
+    assert owners.tolist() == [0, 0, 1, 1, 2, 2] and labels.tolist() == [0, 0, 0, 1, 1, 1]
