@@ -60,6 +60,8 @@ class Settings(BaseSettings):
         " names, or an approver; moving a device in or out of the set needs an approver. {} disables it."))
     protected_device_groups: list[str] = Field(default_factory=list, description="Groups protected likewise.")
     protected_alias: str = Field(default="production", description="The alias that pins protected devices' version.")
+    fleet_telemetry_window_seconds: float = Field(default=60.0, ge=1, le=3600, description=(
+        "Telemetry window length the manifests ask devices for (shadow gates count these windows)."))
     fleet_self_test_rows: int = Field(default=8, ge=1, le=256)
     fleet_self_test_max_latency_ms: float = Field(default=250.0, gt=0)
     chroma_url: str | None = None
