@@ -24,7 +24,7 @@ from control_plane.db.base import utcnow
 from control_plane.errors import Invalid, NotFound
 from control_plane.fleet import rollouts
 from control_plane.fleet.manifests import ManifestFactory
-from control_plane.fleet.models import Deployment, DeviceEvent, Rollout, RolloutTarget
+from control_plane.fleet.models import Deployment, Device, DeviceEvent, Rollout, RolloutTarget
 from control_plane.fleet.schemas import (
     RolloutState,
     ShadowCohortRead,
@@ -97,11 +97,20 @@ def _strategy(session: Session, rollout: Rollout) -> tuple[Deployment, Strategy]
     return deployment, Strategy.model_validate(fields)
 
 
-def _stopped_devices(session: Session, rollout_id: str) -> dict[str, str]:
-    """Return device -> stop reason for devices that reported shadow_stopped for this rollout."""
-    events = session.execute(select(DeviceEvent.device_id, DeviceEvent.reason).where(
+def _stopped_devices(session: Session, rollout_id: str) -> dict[str, tuple[str, str]]:
+    """Return device -> (stop reason, cohort) for devices that reported shadow_stopped for this rollout."""
+    events = session.execute(select(DeviceEvent.device_id, DeviceEvent.payload, Device.group_name)
+                             .join(Device, Device.id == DeviceEvent.device_id).where(
         DeviceEvent.rollout_id == rollout_id, DeviceEvent.state == "shadow_stopped", DeviceEvent.accepted.is_(True)))
-    return {str(device): str(reason or "shadow_stopped") for device, reason in events if device}
+    stopped = {}
+    for device, payload, group in events:
+        try:  # the device's own reason is in the accepted message (the column holds refusal reasons)
+            reason = json.loads(payload).get("reason")
+        except (ValueError, AttributeError):
+            reason = None
+        reason = reason if isinstance(reason, str) and 0 < len(reason) <= 40 else "shadow_stopped"
+        stopped[str(device)] = (reason, group or NO_GROUP)
+    return stopped
 
 
 def report(session: Session, rollout_id: str, *, now: datetime | None = None) -> ShadowReportRead:
@@ -120,15 +129,13 @@ def report(session: Session, rollout_id: str, *, now: datetime | None = None) ->
                                 .order_by(ShadowWindowRow.window_start)))
     stopped = _stopped_devices(session, shadow_rollout.id)
     by_cohort: dict[str, list[ShadowWindowRow]] = defaultdict(list)
-    cohort_of: dict[str, str] = {}
     for row in rows:
         by_cohort[row.device_group or NO_GROUP].append(row)
-        cohort_of[row.device_id] = row.device_group or NO_GROUP
         if row.stopped:
-            stopped.setdefault(row.device_id, row.stopped)
+            stopped.setdefault(row.device_id, (row.stopped, row.device_group or NO_GROUP))
     stops: dict[str, Counter[str]] = defaultdict(Counter)
-    for device, reason in stopped.items():
-        stops[cohort_of.get(device, NO_GROUP)][reason] += 1
+    for reason, cohort in stopped.values():
+        stops[cohort][reason] += 1
     for name in stops:
         by_cohort.setdefault(name, [])
     cohorts = [_cohort(name, by_cohort[name], stops[name], gate) for name in sorted(by_cohort)]
