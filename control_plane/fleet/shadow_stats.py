@@ -46,11 +46,11 @@ def quantile_bounds(counts: Sequence[int], edges: Sequence[float], q: float,
     is infinite: a p95 there is honestly "more than the largest edge".
     """
     values = np.asarray(counts, dtype=np.int64)
+    if not 0.0 < q < 1.0 or len(values) != len(edges) + 1:
+        raise ValueError("q must be in (0, 1) and counts one longer than edges")
     total = int(values.sum())
     if total <= 0:
         return Interval(None, None, None)
-    if not 0.0 < q < 1.0 or len(values) != len(edges) + 1:
-        raise ValueError("q must be in (0, 1) and counts one longer than edges")
     upper_edges = [*map(float, edges), math.inf]
     lower_edges = [0.0, *map(float, edges)]
     cumulative = np.cumsum(values)
