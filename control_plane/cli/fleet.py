@@ -18,7 +18,7 @@ from rich.table import Table
 
 from control_plane.cli.context import CLI_ACTOR, console, db_session, load_settings
 from control_plane.errors import NotFound
-from control_plane.fleet import rollouts, service
+from control_plane.fleet import rollouts, service, shadow
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.schemas import DeploymentCreate, DeviceCreate, Selector, Strategy, StrategyKind
@@ -111,14 +111,27 @@ def deploy(
     wave_timeout: float = 600.0,
     quantization: Annotated[str | None, typer.Option(help="Default: int8 if the version has one.")] = None,
     strategy_kind: Annotated[StrategyKind | None, typer.Option(
-        "--strategy", help="all_at_once, waves, exponential or blue_green (stage only; then `fleet cutover`).")] = None,
+        "--strategy", help="all_at_once, waves, exponential, blue_green (stage only; then `fleet cutover`) or "
+        "shadow (stage and shadow; the canary in --waves starts when the gate passes).")] = None,
+    sample_rate: Annotated[float | None, typer.Option(help="shadow: share of inputs scored.")] = None,
+    shadow_budget_ms: Annotated[float | None, typer.Option(help="shadow: per-row budget (ms).")] = None,
+    min_agreement: Annotated[float | None, typer.Option(help="shadow gate: agreement lower bound.")] = None,
+    max_p95_ms: Annotated[float | None, typer.Option(help="shadow gate: candidate p95 upper bound (ms).")] = None,
+    min_windows: Annotated[int | None, typer.Option(help="shadow gate: telemetry windows of evidence.")] = None,
 ) -> None:
     """Deploy a model version to the selected devices as a (waved) rollout."""
     strategy: dict[str, Any] = {"failure_threshold": failure_threshold, "min_finished": min_finished,
                                 "wave_timeout_s": wave_timeout}
     if strategy_kind is not None and strategy_kind not in (StrategyKind.WAVES, StrategyKind.EXPONENTIAL):
         strategy["kind"] = strategy_kind
-    if waves:
+    if strategy_kind == StrategyKind.SHADOW:
+        settings = {"sample_rate": sample_rate, "max_latency_ms": shadow_budget_ms}
+        gate = {"min_agreement": min_agreement, "max_latency_ms": max_p95_ms, "min_windows": min_windows}
+        strategy.update(shadow={k: v for k, v in settings.items() if v is not None},
+                        gate={k: v for k, v in gate.items() if v is not None})
+        if waves:
+            strategy["then_waves"] = [float(w) for w in waves.split(",")]
+    elif waves:
         strategy.update(kind=StrategyKind.WAVES, waves=[float(w) for w in waves.split(",")])
     elif exponential:
         base, _, factor = exponential.partition(":")
@@ -130,6 +143,29 @@ def deploy(
     with db_session() as session:
         rollout = service.create_deployment(session=session, factory=factory, request=request, actor=CLI_ACTOR)
         _print_rollout(service.rollout_read(session, rollout))
+
+
+@fleet_app.command("shadow")
+def shadow_report(rollout_id: str) -> None:
+    """Show a shadow rollout's candidate-vs-active comparison per cohort and its promotion gate."""
+    with db_session(write=False) as session:
+        report = shadow.report(session, rollout_id)
+    console.print(f"{report.rollout_id} [{report.state}] gate: {report.verdict} over {report.windows} windows; "
+                  f"candidate {report.candidate.get('name')} v{report.candidate.get('version')}")
+    for reason in report.reasons:
+        console.print(f"  {reason}")
+    for c in report.cohorts:
+        a, p95 = c.agreement, c.candidate_p95_ms
+        console.print(f"  {c.cohort}: {c.verdict}  devices {c.devices}  windows {c.windows}  rows {c.rows}  "
+                      f"agreement {_num(a['estimate'])} [{_num(a['lower'])}, {_num(a['upper'])}]  "
+                      f"p95 <= {_num(p95['upper'])} ms (active p95 <= {_num(c.active_p95_ms['upper'])} ms)  "
+                      f"errors {_num(c.error_rate['estimate'])}  dropped {c.dropped}  stopped {c.stopped or '-'}")
+    if report.canary_rollout_id:
+        console.print(f"  canary: {report.canary_rollout_id}")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 @fleet_app.command("rollouts")
