@@ -14,10 +14,12 @@ from control_plane.fleet import rollouts
 from control_plane.telemetry.config import TelemetrySettings
 from control_plane.telemetry.ingest import IncomingMessage, WindowIngestor
 from control_plane.telemetry.models import QuarantinedMessage, ShadowWindowRow, TelemetryWindowRow
+from tests.conftest import TokenFactory
 from tests.control_plane.fleet.test_rollouts import Fleet, fleet  # noqa: F401 - fixture by name
 from tests.control_plane.telemetry.shadow_sketches import sketch
 from tests.control_plane.telemetry.simulate import ListSink, SimDevice, encode, make_baseline, register_baseline
 from tests.control_plane.telemetry.simulate import register_model as register_sensor_model
+from tests.control_plane.ui.conftest import sign_in_client
 
 GATE = {"min_agreement": 0.8, "max_latency_ms": 50, "min_windows": 2}
 
@@ -49,7 +51,8 @@ def _shadow(setup: Fleet, rollout_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_themselves(fleet: Fleet) -> None:  # noqa: F811
+def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_themselves(
+        fleet: Fleet, make_headers: TokenFactory) -> None:  # noqa: F811
     register_baseline(fleet.database, make_baseline())
     register_sensor_model(fleet.database)
     first = fleet.deploy(1, ["d0", "d1"])
@@ -107,6 +110,11 @@ def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_thems
         created = session.scalars(select(AuditEntry).where(AuditEntry.action == "rollout.create",
                                                            AuditEntry.resource_id == canary_id)).one()
     assert f'"shadow_rollout_id":"{rollout_id}"' in created.body.replace(" ", "")
+
+    browser = sign_in_client(fleet.client, make_headers("viewer", name="ui-viewer")["Authorization"][7:])
+    page = browser.get(f"/ui/fleet/rollouts/{canary_id}").text
+    assert "Shadow comparison" in page and f"(phase <a href=\"/ui/fleet/rollouts/{rollout_id}\">" in page
+    assert "<td>lab</td>" in page and "0.99 [0.98" in page and "0.25-0.5 ms" in page
 
 
 def test_shadow_gate_fails_on_disagreement_with_the_numbers_and_starts_no_canary(fleet: Fleet) -> None:  # noqa: F811
