@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from control_plane.audit import service as audit
@@ -212,3 +213,27 @@ def evaluate(session: Session, factory: ManifestFactory, rollout: Rollout, now: 
                        **numbers})
     rollouts.step(session, factory, canary.id, now)
     return rollout
+
+
+def summaries(session: Session, model: str, version: int, since: float, until: float,
+              device_group: str | None = None, limit: int = 5) -> list[dict[str, Any]]:
+    """Return condensed comparisons of the newest shadow rollouts that ran `model` v`version` as the candidate."""
+    query = (select(ShadowWindowRow.rollout_id, func.max(ShadowWindowRow.window_end))
+             .where(ShadowWindowRow.candidate_name == model, ShadowWindowRow.candidate_version == version,
+                    ShadowWindowRow.window_end >= since, ShadowWindowRow.window_start <= until)
+             .group_by(ShadowWindowRow.rollout_id).order_by(func.max(ShadowWindowRow.window_end).desc()).limit(limit))
+    if device_group is not None:
+        query = query.where(ShadowWindowRow.device_group == device_group)
+    found = []
+    for rollout_id, _ in session.execute(query).all():
+        try:
+            full = report(session, rollout_id)
+        except (Invalid, NotFound):  # sketches of a rollout that is gone or not a shadow one: nothing to say
+            continue
+        found.append({"rollout_id": full.rollout_id, "state": full.state, "verdict": full.verdict,
+                      "windows": full.windows, "canary_rollout_id": full.canary_rollout_id, "cohorts": [
+                          {"cohort": c.cohort, "windows": c.windows, "rows": c.rows, "agreement": c.agreement,
+                           "candidate_p95_ms": c.candidate_p95_ms, "active_p95_ms": c.active_p95_ms,
+                           "error_rate": c.error_rate, "stopped": c.stopped, "verdict": c.verdict}
+                          for c in full.cohorts if device_group is None or c.cohort == device_group]})
+    return found

@@ -111,6 +111,11 @@ def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_thems
                                                            AuditEntry.resource_id == canary_id)).one()
     assert f'"shadow_rollout_id":"{rollout_id}"' in created.body.replace(" ", "")
 
+    drift = fleet.client.get("/api/v1/drift/report", params={"model": "digits", "version": 2},
+                             headers=fleet.headers).json()
+    (summary,) = drift["shadow"]  # the drift report of the candidate version shows its shadow comparison
+    assert summary["rollout_id"] == rollout_id and summary["verdict"] == "pass"
+    assert summary["cohorts"][0]["agreement"] == cohort["agreement"]
     browser = sign_in_client(fleet.client, make_headers("viewer", name="ui-viewer")["Authorization"][7:])
     page = browser.get(f"/ui/fleet/rollouts/{canary_id}").text
     assert "Shadow comparison" in page and f"(phase <a href=\"/ui/fleet/rollouts/{rollout_id}\">" in page
