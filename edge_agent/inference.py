@@ -153,7 +153,10 @@ class InferenceEngine:
         self._observe(batch, labels, scores, elapsed, False)
         shadow = self.shadow
         if shadow is not None:
-            shadow.offer(batch, labels, elapsed)  # Sampled and queued; the candidate never answers the caller.
+            # Inline countdown (ShadowRunner.sample): unsampled calls cost one decrement, not a method call.
+            shadow.countdown -= 1
+            if shadow.countdown <= 0:
+                shadow.offer(batch, labels, elapsed)  # Queued; the candidate never answers the caller.
         return labels, scores
 
     def take_shadow_sketch(self) -> dict[str, Any] | None:

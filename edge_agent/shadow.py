@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import random
 import threading
@@ -52,6 +53,9 @@ class ShadowRunner:
         self.max_latency_ms = max_latency_ms
         self.on_stop = on_stop
         self._random = random.Random(seed).random
+        # Calls left until the next sample: a geometric skip is the same Bernoulli(sample_rate) sampling as a coin
+        # per call, but the serving thread only decrements a counter (InferenceEngine.predict) between samples.
+        self.countdown = self._skip()
         self._queue: queue.Queue[list[Item] | None] = queue.Queue(queue_size)
         # Sampled batches collect here and go to the worker GROUP at a time (or on its 1 s tick): one wake-up and
         # one session call per group instead of per sample. list.append is atomic under the GIL, so the
@@ -75,9 +79,21 @@ class ShadowRunner:
         self.error_counts = np.zeros(len(ERROR_BUCKETS) + 1, dtype=np.int64)
         self.over_budget = 0
 
+    def _skip(self) -> int:
+        if self.sample_rate >= 1.0:
+            return 1
+        return 1 + int(math.log(1.0 - self._random()) / math.log(1.0 - self.sample_rate))
+
+    def sample(self, batch: np.ndarray, labels: np.ndarray, latency_s: float = 0.0) -> None:
+        """Count one served call down and queue it when its turn comes (caller's thread; never blocks)."""
+        self.countdown -= 1
+        if self.countdown <= 0:
+            self.offer(batch, labels, latency_s)
+
     def offer(self, batch: np.ndarray, labels: np.ndarray, latency_s: float = 0.0) -> None:
-        """Maybe queue a served batch for the candidate (caller's thread; never blocks, never raises)."""
-        if self.stopped is not None or self._random() >= self.sample_rate:
+        """Queue a sampled batch for the candidate and draw the next skip (caller's thread; never blocks, raises)."""
+        self.countdown = self._skip()
+        if self.stopped is not None:
             return
         pending = self._pending
         pending.append((batch, labels, latency_s))
@@ -209,7 +225,8 @@ class ShadowRunner:
     def window(self, reset: bool = True) -> dict[str, Any]:
         """Return this window's sketch (and start a new window)."""
         info = self.runtime.info
-        model = info.get("model") if isinstance(info.get("model"), dict) else {}
+        found = info.get("model")
+        model: dict[str, Any] = found if isinstance(found, dict) else {}
         with self._lock:
             sketch = {
                 "schema": SHADOW_SCHEMA, "model": info.get("model"), "rollout_id": info.get("rollout_id"),

@@ -152,3 +152,20 @@ def test_a_regressor_candidate_is_compared_by_its_error_distribution(models: dic
     assert sketch["kind"] == "regression" and sketch["agree"] == 2 and sum(sketch["error_counts"]) == 4
     assert sketch["candidate_labels"] == {}
     runner.stop()
+
+
+def test_geometric_skips_sample_at_the_configured_rate(models: dict[str, ModelArtifact]) -> None:
+    from edge_agent.inference import ModelRuntime, make_session
+    from edge_agent.shadow import ShadowRunner
+
+    runner = ShadowRunner(ModelRuntime(make_session(models["v1_zipmap"].data), {}), sample_rate=0.1,
+                          max_latency_ms=1000.0, seed=5)
+    skips = [runner._skip() for _ in range(20000)]
+    assert min(skips) >= 1 and abs(np.mean(skips) - 10.0) < 0.4  # mean of Geometric(0.1) is 10
+    offered: list[int] = []
+    runner.offer = lambda *_: (offered.append(1), setattr(runner, "countdown", runner._skip()))  # type: ignore[method-assign]
+    row, label = np.zeros((1, 64), dtype=np.float32), np.zeros(1, dtype=np.int64)
+    for _ in range(20000):
+        runner.sample(row, label)
+    assert 1800 < len(offered) < 2200
+    runner.stop()
