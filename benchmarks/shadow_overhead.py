@@ -1,6 +1,6 @@
 """Shadow overhead on the device: CPU per inference and peak RSS with no shadow, a 10% and a 100% sample.
 
-The shadow groups sampled rows (64 per session call) and keeps its sketch with numpy (one bincount per group
+The shadow groups sampled rows (128 per session call) and keeps its sketch with numpy (one bincount per group
 for labels and latencies, no per-row Python), which is what brings the 100% sample under 1.3x.
 Each mode runs in its own child process (so peak RSS is its own), modes interleaved and repeated, medians
 reported. One child: InferenceEngine serving int8 digits v1, single-row predictions back to back; with a
@@ -109,7 +109,7 @@ def main() -> int:
         "unit": "us CPU/call", "ratio_note": "with a 100% shadow sample / without shadow, same run",
         "config": {"model": "digits MLP int8 v1 served, int8 v2 shadowed", "calls_per_child": calls,
                    "repeats": repeats, "threads": "OMP_NUM_THREADS=1, onnxruntime 1 intra-op thread",
-                   "rows": "single-row predictions back to back", "shadow_group": 64},
+                   "rows": "single-row predictions back to back", "shadow_group": 128},
         "per_mode_median": med, "calls": calls, "repeats": repeats,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_start": load_start,

@@ -35,7 +35,7 @@ MAX_LABELS = 64  # distinct candidate labels kept per window; the rest are count
 OTHER_LABEL = "__other__"
 MAX_DENSE_LABEL = 4096
 MIN_SAMPLES_TO_JUDGE = 20
-GROUP = 64
+GROUP = 128
 MAX_ERROR_RATE = 0.1
 _LATENCY_EDGES_MS = np.asarray(LATENCY_BUCKETS_MS)
 _ERROR_EDGES = np.asarray(ERROR_BUCKETS)
@@ -46,7 +46,7 @@ class ShadowRunner:
     """Run one candidate runtime beside the active model on sampled batches, in its own thread."""
 
     def __init__(self, runtime: ModelRuntime, *, sample_rate: float, max_latency_ms: float,
-                 on_stop: Callable[[str, dict[str, Any]], None] | None = None, queue_size: int = 64,
+                 on_stop: Callable[[str, dict[str, Any]], None] | None = None, queue_size: int = 16,
                  seed: int | None = None) -> None:
         self.runtime = runtime
         self.sample_rate = sample_rate
@@ -56,6 +56,7 @@ class ShadowRunner:
         # Calls left until the next sample: a geometric skip is the same Bernoulli(sample_rate) sampling as a coin
         # per call, but the serving thread only decrements a counter (InferenceEngine.predict) between samples.
         self.countdown = self._skip()
+        # Memory is bounded too: at most queue_size groups of GROUP sampled batches wait (references, not copies).
         self._queue: queue.Queue[list[Item] | None] = queue.Queue(queue_size)
         # Sampled batches collect here and go to the worker GROUP at a time (or on its 1 s tick): one wake-up and
         # one session call per group instead of per sample. list.append is atomic under the GIL, so the
@@ -120,23 +121,27 @@ class ShadowRunner:
             if items is None:
                 return
             try:
-                if len({b.shape[1:] for b, _, _ in items}) == 1:
-                    self._run(items)
-                else:
-                    for item in items:
-                        self._run([item])
+                self._run_group(items)
             except Exception:  # the shadow thread must outlive any one bad group
                 log.exception("shadow bookkeeping failed")
             finally:
                 self._queue.task_done()
 
-    def _run(self, items: list[Item]) -> None:
-        batch = items[0][0] if len(items) == 1 else np.concatenate([b for b, _, _ in items])
-        active = items[0][1] if len(items) == 1 else np.concatenate([a for _, a, _ in items])
+    def _run_group(self, items: list[Item]) -> None:
+        batches, actives, latencies = zip(*items, strict=True)
+        try:
+            batch = np.concatenate(batches)
+        except ValueError:  # rows of different widths cannot share one session call: score them one by one
+            for item in items:
+                self._run_group([item])
+            return
+        sizes = None if len(batch) == len(items) else np.array([len(b) for b in batches], dtype=np.float64)
+        self._run(batch, np.concatenate(actives), latencies, sizes)
+
+    def _run(self, batch: np.ndarray, active: np.ndarray, latencies: tuple[float, ...],
+             weights: np.ndarray | None) -> None:
         # Each call's active latency per row, weighted by its rows: both histograms count rows.
-        sizes = [len(b) for b, _, _ in items]
-        active_ms = np.array([s for _, _, s in items]) * 1000.0
-        weights = None if len(batch) == len(items) else np.asarray(sizes, dtype=np.float64)
+        active_ms = np.array(latencies) * 1000.0
         if weights is not None:
             active_ms /= np.maximum(weights, 1.0)
         started = time.perf_counter()
