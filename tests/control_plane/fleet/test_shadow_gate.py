@@ -90,14 +90,22 @@ def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_thems
         reasons = set(session.scalars(select(QuarantinedMessage.reason)))
     assert "shadow_wrong_device" in reasons and "shadow_bad_buckets" in reasons
     assert _ingest(fleet, good[:1]).shadow_stored == 0  # a resent window: neither it nor its sketch twice
+    nan, fine = ({**w, "shadow": sketch(rollout_id)} for w in _windows("d1", 4)[2:])
+    messages = [IncomingMessage(payload=encode(nan).replace(b'"sample_rate":1.0', b'"sample_rate":NaN'),
+                                received_at=time.time(), device_hint="d1"),
+                IncomingMessage(payload=encode(fine), received_at=time.time(), device_hint="d1")]
+    with fleet.database.transaction() as session:
+        mixed = WindowIngestor(TelemetrySettings()).ingest(session, messages, now=time.time())
+    # NaN is not JSON: that message is quarantined whole, with its reason; the next one is stored with its sketch.
+    assert (mixed.stored, dict(mixed.quarantined), mixed.shadow_stored) == (1, {"nonfinite_count": 1}, 1)
 
     _step(fleet, rollout_id)
     passed = fleet.rollout(rollout_id)
     assert passed["state"] == "succeeded" and passed["reason"].startswith("shadow gate passed"), passed
     report = _shadow(fleet, rollout_id)
     (cohort,) = report["cohorts"]
-    assert report["verdict"] == "pass" and cohort["cohort"] == "lab" and cohort["windows"] == 4
-    assert cohort["rows"] == 1600 and cohort["agree"] == 1584 and cohort["devices"] == 2
+    assert report["verdict"] == "pass" and cohort["cohort"] == "lab" and cohort["windows"] == 5
+    assert cohort["rows"] == 1700 and cohort["agree"] == 1681 and cohort["devices"] == 2
     assert 0.8 < cohort["agreement"]["lower"] < 0.99 < cohort["agreement"]["upper"] < 1.0
     assert cohort["candidate_p95_ms"] == {"estimate": 0.5, "lower": 0.25, "upper": 0.5}  # bucket (0.25, 0.5]
     assert cohort["active_p95_ms"]["upper"] == 1.0
@@ -119,7 +127,7 @@ def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_thems
     browser = sign_in_client(fleet.client, make_headers("viewer", name="ui-viewer")["Authorization"][7:])
     page = browser.get(f"/ui/fleet/rollouts/{canary_id}").text
     assert "Shadow comparison" in page and f"(phase <a href=\"/ui/fleet/rollouts/{rollout_id}\">" in page
-    assert "<td>lab</td>" in page and "0.99 [0.98" in page and "0.25-0.5 ms" in page
+    assert "<td>lab</td>" in page and "0.989 [0.98" in page and "0.25-0.5 ms" in page
 
 
 def test_shadow_gate_fails_on_disagreement_with_the_numbers_and_starts_no_canary(fleet: Fleet) -> None:  # noqa: F811
