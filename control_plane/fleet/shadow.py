@@ -42,6 +42,8 @@ from control_plane.telemetry.models import ShadowWindowRow
 from control_plane.telemetry.shadow import ERROR_BUCKETS, LATENCY_BUCKETS_MS
 
 NO_GROUP = "(no group)"
+# The gate reads every sketch of the rollout: evaluated at most this often (the engine steps every second).
+GATE_INTERVAL_S = 5.0
 _LENGTH = len(LATENCY_BUCKETS_MS) + 1
 
 
@@ -178,11 +180,16 @@ def _aware(value: datetime) -> datetime:
 
 def evaluate(session: Session, factory: ManifestFactory, rollout: Rollout, now: datetime) -> Rollout:
     """Apply the promotion gate to a fully staged shadow rollout (under its row lock): wait, fail, or promote."""
+    last = rollout.updated_at  # the last wave opening, transition or gate evaluation
+    if last is not None and now < _aware(last) + timedelta(seconds=GATE_INTERVAL_S):
+        return rollout
     shadow_report = report(session, rollout.id, now=now)
     numbers = {"windows": shadow_report.windows, "cohorts": [
         {"cohort": c.cohort, "agreement": c.agreement, "candidate_p95_ms": c.candidate_p95_ms, "rows": c.rows,
          "windows": c.windows, "stopped": c.stopped, "verdict": c.verdict} for c in shadow_report.cohorts]}
     if shadow_report.verdict == "waiting":
+        rollout.updated_at = now  # evaluated: the next look is GATE_INTERVAL_S away
+        session.flush()
         return rollout
     if shadow_report.verdict == "fail":
         rollouts.transition(session, rollout, RolloutState.FAILED, rollouts.SYSTEM_ACTOR,

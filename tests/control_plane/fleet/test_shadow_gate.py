@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
 from control_plane.audit.models import AuditEntry
+from control_plane.db.base import utcnow
 from control_plane.fleet import rollouts
+from control_plane.fleet.shadow import GATE_INTERVAL_S
 from control_plane.telemetry.config import TelemetrySettings
 from control_plane.telemetry.ingest import IncomingMessage, WindowIngestor
 from control_plane.telemetry.models import QuarantinedMessage, ShadowWindowRow, TelemetryWindowRow
@@ -40,9 +43,9 @@ def _ingest(setup: Fleet, documents: list[dict[str, Any]]) -> Any:
         return ingestor.ingest(session, messages, now=time.time())
 
 
-def _step(setup: Fleet, rollout_id: str) -> None:
+def _step(setup: Fleet, rollout_id: str, later_s: float = 0.0) -> None:
     with setup.database.transaction() as session:
-        rollouts.step(session, setup.factory, rollout_id)
+        rollouts.step(session, setup.factory, rollout_id, utcnow() + timedelta(seconds=later_s))
 
 
 def _shadow(setup: Fleet, rollout_id: str) -> dict[str, Any]:
@@ -100,6 +103,8 @@ def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_thems
     assert (mixed.stored, dict(mixed.quarantined), mixed.shadow_stored) == (1, {"nonfinite_count": 1}, 1)
 
     _step(fleet, rollout_id)
+    assert fleet.rollout(rollout_id)["state"] == "in_progress"  # evaluated moments ago: the gate waits its interval
+    _step(fleet, rollout_id, later_s=GATE_INTERVAL_S)
     passed = fleet.rollout(rollout_id)
     assert passed["state"] == "succeeded" and passed["reason"].startswith("shadow gate passed"), passed
     report = _shadow(fleet, rollout_id)
@@ -139,7 +144,7 @@ def test_shadow_gate_fails_on_disagreement_with_the_numbers_and_starts_no_canary
         fleet.report(device, "staged")
     _ingest(fleet, [{**w, "shadow": sketch(rollout_id, rows=200, agree=100 if d == "d1" else 199)}
                     for d in ("d0", "d1") for w in _windows(d, 1)])
-    _step(fleet, rollout_id)
+    _step(fleet, rollout_id, later_s=GATE_INTERVAL_S)
     failed = fleet.rollout(rollout_id)
     assert failed["state"] == "failed" and "agreement 0.748" in failed["reason"], failed
     report = _shadow(fleet, rollout_id)
