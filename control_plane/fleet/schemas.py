@@ -334,7 +334,7 @@ class ShadowReportRead(BaseModel):
     latency_buckets_ms: list[float]
     error_buckets: list[float]
     windows: int
-    verdict: str  # pass | fail | waiting
+    verdict: str  # pass | fail | waiting | ended (the rollout ended otherwise, e.g. aborted, before the gate decided)
     reasons: list[str]
     canary_rollout_id: str | None
     cohorts: list[ShadowCohortRead]

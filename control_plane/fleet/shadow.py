@@ -27,6 +27,7 @@ from control_plane.fleet import rollouts
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.models import Deployment, Device, DeviceEvent, Rollout, RolloutTarget
 from control_plane.fleet.schemas import (
+    TERMINAL_ROLLOUT_STATES,
     RolloutState,
     ShadowCohortRead,
     ShadowGate,
@@ -143,6 +144,9 @@ def report(session: Session, rollout_id: str, *, now: datetime | None = None) ->
         by_cohort.setdefault(name, [])
     cohorts = [_cohort(name, by_cohort[name], stops[name], gate) for name in sorted(by_cohort)]
     verdict, reasons = _decide(cohorts, gate, len(rows), shadow_rollout, now or utcnow())
+    if verdict == "waiting" and shadow_rollout.state in TERMINAL_ROLLOUT_STATES:
+        verdict, reasons = "ended", [f"the rollout {shadow_rollout.state} before the gate decided: "
+                                     f"{shadow_rollout.reason or 'no reason given'}"[:500]]
     candidate = rows[-1] if rows else None
     canary = session.scalars(select(Rollout.id).where(Rollout.deployment_id == shadow_rollout.deployment_id,
                                                       Rollout.kind == "canary").limit(1)).first()

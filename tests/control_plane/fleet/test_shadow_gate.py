@@ -150,3 +150,14 @@ def test_shadow_gate_fails_on_disagreement_with_the_numbers_and_starts_no_canary
     report = _shadow(fleet, rollout_id)
     assert report["verdict"] == "fail" and report["canary_rollout_id"] is None
     assert report["cohorts"][0]["agreement"]["upper"] < 0.8
+
+
+def test_a_shadow_rollout_aborted_before_the_gate_decided_says_so(fleet: Fleet) -> None:  # noqa: F811
+    shadow = fleet.deploy(2, ["d0", "d1"], kind="shadow", gate=GATE)
+    fleet.report("d0", "staged")
+    response = fleet.client.post(f"/api/v1/fleet/rollouts/{shadow['id']}/abort", json={"reason": "not now"},
+                                 headers=fleet.headers)
+    assert response.status_code == 200, response.text
+    report = _shadow(fleet, shadow["id"])
+    assert report["verdict"] == "ended" and "aborted before the gate decided: not now" in report["reasons"][0]
+    assert report["canary_rollout_id"] is None
