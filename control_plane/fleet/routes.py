@@ -186,9 +186,13 @@ def blue_green_report(rollout_id: Name, session: SessionDep, _: Reader) -> BlueG
 
 
 @router.get("/rollouts/{rollout_id}/shadow", response_model=ShadowReportRead)
-def shadow_report(rollout_id: Name, session: SessionDep, _: Reader) -> ShadowReportRead:
-    """Compare a shadow rollout's candidate with the active model per cohort (CIs) and show its promotion gate."""
-    return shadow.report(session, rollout_id)
+def shadow_report(rollout_id: Name, session: SessionDep, _: Reader, by_label: Label | None = None
+                  ) -> ShadowReportRead:
+    """Compare a shadow rollout's candidate with the active model per cohort (CIs) and show its promotion gate.
+
+    Cohorts are device groups (what the gate judges); `by_label=KEY` shows the same comparison per label value.
+    """
+    return shadow.report(session, rollout_id, by_label=by_label)
 
 
 @router.post("/rollouts/{rollout_id}/pause", response_model=RolloutRead)

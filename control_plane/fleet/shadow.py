@@ -117,8 +117,21 @@ def _stopped_devices(session: Session, rollout_id: str) -> dict[str, tuple[str, 
     return stopped
 
 
-def report(session: Session, rollout_id: str, *, now: datetime | None = None) -> ShadowReportRead:
-    """Compare the candidate with the active model per cohort and say what the promotion gate decides."""
+def _label_cohorts(session: Session, device_ids: set[str], key: str) -> dict[str, str]:
+    """Return device -> "key=value" (or "(no key)") for a comparison by a device label instead of the group."""
+    found = {str(d): labels for d, labels in session.execute(
+        select(Device.id, Device.labels).where(Device.id.in_(sorted(device_ids))))}
+    return {d: f"{key}={found[d][key]}" if isinstance(found.get(d), dict) and key in found[d] else f"(no {key})"
+            for d in device_ids}
+
+
+def report(session: Session, rollout_id: str, *, now: datetime | None = None,
+           by_label: str | None = None) -> ShadowReportRead:
+    """Compare the candidate with the active model per cohort and say what the promotion gate decides.
+
+    Cohorts are device groups (what the gate judges); `by_label` regroups the same sketches by a device label
+    for a look at another cut (the verdict stays the gate's, per group).
+    """
     rollout = session.get(Rollout, rollout_id)
     if rollout is None:
         raise NotFound(f"rollout {rollout_id!r} not found")
@@ -144,6 +157,16 @@ def report(session: Session, rollout_id: str, *, now: datetime | None = None) ->
         by_cohort.setdefault(name, [])
     cohorts = [_cohort(name, by_cohort[name], stops[name], gate) for name in sorted(by_cohort)]
     verdict, reasons = _decide(cohorts, gate, len(rows), shadow_rollout, now or utcnow())
+    if by_label is not None:
+        names = _label_cohorts(session, {r.device_id for r in rows} | set(stopped), by_label)
+        regrouped: dict[str, list[ShadowWindowRow]] = defaultdict(list)
+        for row in rows:
+            regrouped[names[row.device_id]].append(row)
+        label_stops: dict[str, Counter[str]] = defaultdict(Counter)
+        for device, (reason, _) in stopped.items():
+            label_stops[names[device]][reason] += 1
+            regrouped.setdefault(names[device], [])
+        cohorts = [_cohort(name, regrouped[name], label_stops[name], gate) for name in sorted(regrouped)]
     if verdict == "waiting" and shadow_rollout.state in TERMINAL_ROLLOUT_STATES:
         verdict, reasons = "ended", [f"the rollout {shadow_rollout.state} before the gate decided: "
                                      f"{shadow_rollout.reason or 'no reason given'}"[:500]]

@@ -114,6 +114,14 @@ def test_shadow_gate_passes_into_a_waved_canary_and_bad_sketches_cost_only_thems
     assert 0.8 < cohort["agreement"]["lower"] < 0.99 < cohort["agreement"]["upper"] < 1.0
     assert cohort["candidate_p95_ms"] == {"estimate": 0.5, "lower": 0.25, "upper": 0.5}  # bucket (0.25, 0.5]
     assert cohort["active_p95_ms"]["upper"] == 1.0
+    patched = fleet.client.patch("/api/v1/fleet/devices/d0", json={"labels": {"site": "north"}}, headers=fleet.headers)
+    assert patched.status_code == 200, patched.text
+    url = f"/api/v1/fleet/rollouts/{rollout_id}/shadow"
+    by_site = fleet.client.get(url, params={"by_label": "site"}, headers=fleet.headers).json()
+    assert [(c["cohort"], c["windows"]) for c in by_site["cohorts"]] == [("(no site)", 3), ("site=north", 2)]
+    assert by_site["verdict"] == "pass"  # the gate judges groups; the label cut is a view
+    for bad in ("x" * 101, "a\u0000b"):
+        assert fleet.client.get(url, params={"by_label": bad}, headers=fleet.headers).status_code == 422
     canary_id = report["canary_rollout_id"]
     canary = fleet.rollout(canary_id)
     assert canary["kind"] == "canary" and canary["wave_plan"] == [1, 2] and canary["progress"]["issued"] == 1
