@@ -25,6 +25,7 @@ from control_plane.approvals.schemas import (
     VerificationCreate,
 )
 from control_plane.events.schemas import Event
+from control_plane.fleet.schemas import ShadowReportRead
 from control_plane.incidents.schemas import (
     Comment,
     IncidentPage,
@@ -203,6 +204,10 @@ class ControlPlaneClient:
         if not path.startswith("/") or ".." in path:
             raise ValueError(f"not an API path: {path!r}")
         return self._call("GET", path, params=params or {})
+
+    def shadow_report(self, rollout_id: str) -> ShadowReportRead:
+        """Return a shadow rollout's (or its canary's) candidate-vs-active comparison per cohort, validated."""
+        return ShadowReportRead.model_validate(self._call("GET", f"/fleet/rollouts/{rollout_id}/shadow"))
 
     def record_agent_run(self, body: dict[str, Any]) -> dict[str, Any]:
         """Record an agent run (prompt versions, model, tools used); needs the propose scope."""

@@ -1,5 +1,7 @@
 """Shadow overhead on the device: CPU per inference and peak RSS with no shadow, a 10% and a 100% sample.
 
+The shadow groups sampled rows (128 per session call) and keeps its sketch with numpy (one bincount per group
+for labels and latencies, no per-row Python), which is what brings the 100% sample under 1.3x.
 Each mode runs in its own child process (so peak RSS is its own), modes interleaved and repeated, medians
 reported. One child: InferenceEngine serving int8 digits v1, single-row predictions back to back; with a
 shadow, int8 v2 (staged candidate) runs on the sampled rows in the shadow thread. CPU is process CPU time
@@ -29,6 +31,17 @@ NAME = "shadow_overhead"
 TARGETS = {"10": 1.05, "100": 1.3}
 
 
+def _rss_now_kb() -> float:
+    """Return the resident set now (Linux); peak RSS is set by the imports, this shows the candidate's share."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
 def child(mode: str, calls: int, models_dir: Path) -> dict[str, float]:
     """Serve `calls` predictions in this process and return CPU per call, RSS and shadow counters."""
     import numpy as np
@@ -56,6 +69,7 @@ def child(mode: str, calls: int, models_dir: Path) -> dict[str, float]:
     cpu = time.process_time() - cpu0
     sketch = shadow.window() if shadow is not None else {"samples": 0, "dropped": 0}
     return {"cpu_us_per_call": cpu / calls * 1e6, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_now_kb": _rss_now_kb(),
             "shadowed": sketch["samples"], "dropped": sketch["dropped"]}
 
 
@@ -89,16 +103,26 @@ def main() -> int:
     checks, passed = [], True
     for mode, target in TARGETS.items():
         cpu_ratio = med[mode]["cpu_us_per_call"] / base["cpu_us_per_call"]
-        rss_ratio = med[mode]["rss_kb"] / base["rss_kb"]
         ok = cpu_ratio <= target
         passed &= ok
-        checks.append({"name": f"CPU per inference, {mode}% shadow sample / no shadow", "target": f"<= {target}x",
-                       "measured": round(cpu_ratio, 3), "unit": "x", "pass": ok,
-                       "rss_ratio": round(rss_ratio, 3), "shadowed_median": med[mode]["shadowed"],
-                       "dropped_median": med[mode]["dropped"]})
+        checks.append({"name": f"CPU per inference, {mode}% shadow sample vs no shadow", "target": f"<= {target}x",
+                       "measured": round(med[mode]["cpu_us_per_call"], 3),
+                       "peer": round(base["cpu_us_per_call"], 3), "unit": "us CPU/call", "ratio": round(cpu_ratio, 3),
+                       "pass": ok, "shadowed_median": med[mode]["shadowed"], "dropped_median": med[mode]["dropped"]})
+    for mode in TARGETS:  # reported, no target: the candidate's session is the cost, the sketch is a few KB
+        for key, label in (("rss_kb", "peak RSS"), ("rss_now_kb", "RSS after serving")):
+            checks.append({"name": f"{label}, {mode}% shadow sample vs no shadow", "target": "reported",
+                           "measured": round(med[mode][key] / 1024, 1), "peer": round(base[key] / 1024, 1),
+                           "unit": "MiB", "ratio": round(med[mode][key] / base[key], 3), "pass": None})
+    headline = checks[1]
     result = {
         "name": NAME, "title": "shadow evaluation overhead on the device (same run, child per mode)",
         "target": "CPU <= 1.3x at a 100% sample, <= 1.05x at 10%", "pass": passed, "checks": checks,
+        "measured": headline["measured"], "peer": headline["peer"], "ratio": headline["ratio"],
+        "unit": "us CPU/call", "ratio_note": "with a 100% shadow sample / without shadow, same run",
+        "config": {"model": "digits MLP int8 v1 served, int8 v2 shadowed", "calls_per_child": calls,
+                   "repeats": repeats, "threads": "OMP_NUM_THREADS=1, onnxruntime 1 intra-op thread",
+                   "rows": "single-row predictions back to back", "shadow_group": 128},
         "per_mode_median": med, "calls": calls, "repeats": repeats,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_start": load_start,

@@ -20,7 +20,7 @@ from control_plane.db.session import Database
 from control_plane.fleet.models import DeviceEvent
 from control_plane.settings import Settings
 from control_plane.telemetry.config import TelemetrySettings
-from control_plane.telemetry.models import GroundTruthLabel, QuarantinedMessage, TelemetryWindowRow
+from control_plane.telemetry.models import GroundTruthLabel, QuarantinedMessage, ShadowWindowRow, TelemetryWindowRow
 from control_plane.workers import PeriodicWorker
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Target:
 TARGETS = {target.table: target for target in (
     Target(TelemetryWindowRow.id, TelemetryWindowRow.received_at),
     Target(GroundTruthLabel.id, GroundTruthLabel.received_at),
+    Target(ShadowWindowRow.id, ShadowWindowRow.received_at),  # shadow sketches live as long as their windows
     Target(QuarantinedMessage.id, QuarantinedMessage.received_at),
     Target(DeviceEvent.id, DeviceEvent.received_at),
 )}
@@ -73,6 +74,7 @@ class RetentionPolicy:
         policy = cls(days={
             "telemetry_windows": settings.retention_telemetry_days,
             "telemetry_labels": settings.retention_telemetry_days,
+            "telemetry_shadow_windows": settings.retention_telemetry_days,
             "telemetry_quarantine": settings.retention_quarantine_days,
             "fleet_device_events": settings.retention_device_events_days,
         }, batch_size=settings.retention_batch_size)

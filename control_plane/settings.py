@@ -57,13 +57,13 @@ class Settings(BaseSettings):
     fleet_step_seconds: float = Field(default=1.0, gt=0, description="How often rollouts are advanced.")
     experiment_evaluate_seconds: float = Field(default=30.0, gt=0, description=(
         "How often running A/B tests are evaluated (a winner at the horizon becomes a promotion proposal)."))
-    manifest_telemetry_window_seconds: float = Field(default=60.0, gt=0, le=86_400, description=(
-        "Telemetry window length devices are told in their manifests."))
     protected_device_labels: dict[str, str] = Field(default_factory=lambda: {"env": "production"}, description=(
         "A device carrying all these labels is protected: deployments to it need the version the protected alias"
         " names, or an approver; moving a device in or out of the set needs an approver. {} disables it."))
     protected_device_groups: list[str] = Field(default_factory=list, description="Groups protected likewise.")
     protected_alias: str = Field(default="production", description="The alias that pins protected devices' version.")
+    fleet_telemetry_window_seconds: float = Field(default=60.0, ge=1, le=3600, description=(
+        "Telemetry window length the manifests ask devices for (shadow gates count these windows)."))
     fleet_self_test_rows: int = Field(default=8, ge=1, le=256)
     fleet_self_test_max_latency_ms: float = Field(default=250.0, gt=0)
     chroma_url: str | None = None

@@ -117,6 +117,7 @@ class BlueGreen:
 
         def stopped(reason: str, sketch: dict[str, Any]) -> None:
             self.updater.engine.shadow = None
+            self.updater.engine.shadow_final = sketch  # the numbers behind the verdict go out with the next window
             info = {"rollout_id": record.get("rollout_id"), "sequence": record.get("sequence"),
                     "model": record.get("model")}
             self.updater.status("shadow_stopped", reason=reason, info=info, slot=record.get("slot"))

@@ -117,6 +117,7 @@ class InferenceEngine:
         self._runtime: ModelRuntime | None = None
         self.recorder: TelemetryRecorder = recorder or NullRecorder()
         self.shadow: Any = None  # edge_agent.shadow.ShadowRunner while a staged candidate is shadowed
+        self.shadow_final: dict[str, Any] | None = None  # a stopped shadow's last window, not yet sent
 
     @property
     def runtime(self) -> ModelRuntime | None:
@@ -148,11 +149,24 @@ class InferenceEngine:
         except Exception:
             self._observe(batch, np.empty(0), None, time.perf_counter() - started, True)
             raise
-        self._observe(batch, labels, scores, time.perf_counter() - started, False)
+        elapsed = time.perf_counter() - started
+        self._observe(batch, labels, scores, elapsed, False)
         shadow = self.shadow
         if shadow is not None:
-            shadow.offer(batch, labels)  # Sampled and queued; the candidate never answers the caller.
+            # Inline countdown (ShadowRunner.sample): unsampled calls cost one decrement, not a method call.
+            shadow.countdown -= 1
+            if shadow.countdown <= 0:
+                shadow.offer(batch, labels, elapsed)  # Queued; the candidate never answers the caller.
         return labels, scores
+
+    def take_shadow_sketch(self) -> dict[str, Any] | None:
+        """Return the running shadow's window sketch (starting a new one), or a stopped shadow's last one, once."""
+        shadow = self.shadow
+        if shadow is not None:
+            sketch: dict[str, Any] = shadow.window()
+            return sketch
+        final, self.shadow_final = self.shadow_final, None
+        return final
 
     def _observe(
         self, batch: np.ndarray, labels: np.ndarray, scores: np.ndarray | None, latency: float, error: bool

@@ -158,7 +158,8 @@ class Fleet:
             device.recorder = WindowRecorder(record["baseline"], device_id=device.config.device_id,
                                              model_name=str(model.get("name", "")),
                                              model_version=int(model.get("version", 0)), sink=sink,
-                                             window_seconds=self.telemetry.window_seconds)
+                                             window_seconds=self.telemetry.window_seconds,
+                                             shadow=device.engine.take_shadow_sketch)
         except ValueError as exc:
             log.warning("%s: unusable baseline (%s); telemetry is off for it", device.config.device_id, exc)
             return

@@ -146,6 +146,7 @@ class WindowRecorder:
         window_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
         emit_empty: bool = False,
+        shadow: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.baseline = baseline if isinstance(baseline, EdgeBaseline) else EdgeBaseline.from_dict(baseline)
         self.device_id = device_id
@@ -155,6 +156,7 @@ class WindowRecorder:
         self.window_seconds = float(window_seconds)
         self.clock = clock
         self.emit_empty = emit_empty
+        self.shadow = shadow  # returns the shadow candidate's window sketch (edge_agent.shadow), if one runs
         self._lock = threading.Lock()
         self._latency_edges = np.asarray(LATENCY_BUCKETS_MS, dtype=np.float64) / 1000.0
         self._start = clock()
@@ -276,6 +278,17 @@ class WindowRecorder:
         return message
 
     def _message(self, c: _Counters, start: float, end: float) -> dict[str, Any]:
+        message = self._counts(c, start, end)
+        if self.shadow is not None:
+            try:
+                sketch = self.shadow()
+            except Exception:  # a broken shadow must never cost the active model's window
+                sketch = None
+            if sketch is not None:
+                message["shadow"] = sketch
+        return message
+
+    def _counts(self, c: _Counters, start: float, end: float) -> dict[str, Any]:
         return {
             "schema": TELEMETRY_SCHEMA,
             "device_id": self.device_id,

@@ -74,6 +74,7 @@ class TelemetryLoop:
                 self.recorder = WindowRecorder(
                     baseline, device_id=self.agent.config.device_id, model_name=str(model.get("name", "")),
                     model_version=int(model.get("version", 0)), sink=self.outbox, window_seconds=window_s,
+                    shadow=self.agent.engine.take_shadow_sketch,
                 )
             except ValueError as exc:
                 log.error("unusable baseline for %s (%s); telemetry is off for it", model, exc)

@@ -92,6 +92,8 @@ def bad_model_version(evidence: Evidence) -> Finding:
             finding.scope["canary"] = True
         if finding.confidence:
             finding.confidence += 0.2
+    if evidence.shadow is not None:
+        _shadow_evidence(finding, evidence.shadow)
     if _degraded(evidence.previous, 0.01):
         finding.against.append("the previous version is degraded too")
         finding.confidence *= 0.3
@@ -102,6 +104,22 @@ def bad_model_version(evidence: Evidence) -> Finding:
     if finding.confidence:
         finding.refs.append(_drift_ref(evidence))
     return finding
+
+
+def _shadow_evidence(finding: Finding, shadow: dict[str, Any]) -> None:
+    """Canary vs shadow: a candidate that agreed in shadow but degrades live points past the model itself."""
+    finding.refs.append({"kind": "rollout", "id": shadow.get("rollout_id"), "role": "shadow_phase"})
+    for cohort in shadow.get("cohorts") or []:
+        agreement = cohort.get("agreement") or {}
+        if agreement.get("estimate") is None:
+            continue
+        line = (f"shadow phase, cohort {cohort.get('cohort')}: agreement {agreement['estimate']:.3f} "
+                f"[{agreement.get('lower') or 0:.3f}, {agreement.get('upper') or 0:.3f}] over {cohort.get('rows')} "
+                f"rows in {cohort.get('windows')} windows (gate {shadow.get('verdict')})")
+        if finding.confidence and cohort.get("verdict") == "pass":
+            finding.against.append(line + "; the candidate agreed with the old model in shadow")
+        else:
+            finding.supporting.append(line)
 
 
 def drift(evidence: Evidence) -> list[Finding]:

@@ -68,6 +68,7 @@ class Evidence(BaseModel):
     groups: list[CohortStats] = Field(default_factory=list)
     seasonal: CohortStats | None = None
     rollout: dict[str, Any] | None = None
+    shadow: dict[str, Any] | None = None  # the shadow phase before the rollout's canary, when it had one
     devices: list[DeviceStats] = Field(default_factory=list)
     prompt_moves: list[dict[str, Any]] = Field(default_factory=list)
     eval_runs: list[dict[str, Any]] = Field(default_factory=list)
@@ -160,6 +161,10 @@ def _rollout(tools: ReadTools, evidence: Evidence) -> None:
                 and rollout.get("kind") != "rollback"):
             evidence.rollout = {k: rollout.get(k) for k in ("id", "deployment_id", "kind", "state", "wave_plan",
                                                             "current_wave", "created_at")}
+            if rollout.get("kind") in ("canary", "shadow"):  # one more GET, only where a shadow phase exists
+                shadow = tools.get_shadow_comparison(str(rollout["id"]))
+                _record(evidence, shadow)
+                evidence.shadow = shadow.data if shadow.ok else None
             return
 
 

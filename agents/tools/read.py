@@ -86,6 +86,27 @@ class ReadTools:
         """List rollouts, newest first."""
         return self._get("list_rollouts", "/fleet/rollouts", {"limit": limit})
 
+    def get_shadow_comparison(self, rollout_id: str) -> ToolResult:
+        """Return the shadow phase of a shadow rollout or its canary: per cohort agreement and p95 with intervals."""
+        tool, params = "get_shadow_comparison", {"rollout_id": rollout_id}
+        try:
+            report = self._client.shadow_report(rollout_id)
+        except ControlPlaneError as exc:
+            if exc.status_code in (404, 422):  # no such rollout, or not a shadow one: nothing to compare
+                return ToolResult(tool=tool, status="no_data", error=exc.message[:500], params=params)
+            return failed(tool, f"{exc.status_code} {exc.code}: {exc.message}", **params)
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: a body that fails the schema
+            return failed(tool, type(exc).__name__, **params)
+        # Condensed: the RCA needs the verdict and the numbers, not label distributions.
+        return ok(tool, {
+            "rollout_id": report.rollout_id, "state": report.state, "verdict": report.verdict,
+            "windows": report.windows, "candidate": report.candidate, "canary_rollout_id": report.canary_rollout_id,
+            "reasons": report.reasons[:10], "cohorts": [
+                {"cohort": c.cohort, "devices": c.devices, "windows": c.windows, "rows": c.rows,
+                 "agreement": c.agreement, "candidate_p95_ms": c.candidate_p95_ms,
+                 "active_p95_ms": c.active_p95_ms, "error_rate": c.error_rate, "stopped": c.stopped,
+                 "verdict": c.verdict} for c in report.cohorts[:50]]}, **params)
+
     def list_devices(self) -> ToolResult:
         """List devices with their group."""
         return self._get("list_devices", "/fleet/devices", {})

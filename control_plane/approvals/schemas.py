@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from control_plane.constraints import Label, Name, SafeJson, ShortText
-from control_plane.fleet.schemas import Selector, Strategy, StrategyKind
+from control_plane.fleet.schemas import Selector, Strategy, StrategyKind, check_rollback_strategy
 from control_plane.incidents.schemas import EvidenceRef, Version
 
 DEFAULT_EXPIRY_SECONDS = 3600
@@ -56,6 +56,11 @@ class RolloutRollback(StrictModel):
     kind: Literal["rollout.rollback"]
     rollout_id: Name
     strategy: Strategy = Field(default_factory=Strategy)
+
+    @model_validator(mode="after")
+    def _plain_or_waved(self) -> RolloutRollback:
+        check_rollback_strategy(self.strategy)
+        return self
 
 
 class RolloutPause(StrictModel):

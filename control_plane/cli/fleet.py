@@ -20,7 +20,7 @@ from rich.table import Table
 from control_plane.cli.context import CLI_ACTOR, console, db_session, load_settings
 from control_plane.cli.experiments import ab_design, print_experiment
 from control_plane.errors import NotFound
-from control_plane.fleet import abtest, rollouts, service
+from control_plane.fleet import abtest, rollouts, service, shadow
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.schemas import DeploymentCreate, DeviceCreate, Selector, Strategy, StrategyKind
@@ -115,8 +115,9 @@ def deploy(
     wave_timeout: float = 600.0,
     quantization: Annotated[str | None, typer.Option(help="Default: int8 if the version has one.")] = None,
     strategy_kind: Annotated[StrategyKind | None, typer.Option(
-        "--strategy", help="all_at_once, waves, exponential, blue_green (stage only; then `fleet cutover`) or ab "
-                           "(with --arm, --mde, --samples-per-device).")] = None,
+        "--strategy", help="all_at_once, waves, exponential, blue_green (stage only; then `fleet cutover`), ab "
+                           "(with --arm, --mde, --samples-per-device) or shadow (stage and shadow; the canary in "
+                           "--waves starts when the gate passes).")] = None,
     arm: Annotated[list[str] | None, typer.Option("--arm", help="ab: VERSION:WEIGHT, repeatable; first = control.")
                    ] = None,
     mde: Annotated[float | None, typer.Option(help="ab: minimum detectable accuracy difference.")] = None,
@@ -126,6 +127,11 @@ def deploy(
     samples_per_device: Annotated[int | None, typer.Option(help="ab: labelled outcomes expected per device.")
                                   ] = None,
     salt: Annotated[str | None, typer.Option(help="ab: hash with this instead of the experiment id.")] = None,
+    sample_rate: Annotated[float | None, typer.Option(help="shadow: share of inputs scored.")] = None,
+    shadow_budget_ms: Annotated[float | None, typer.Option(help="shadow: per-row budget (ms).")] = None,
+    min_agreement: Annotated[float | None, typer.Option(help="shadow gate: agreement lower bound.")] = None,
+    max_p95_ms: Annotated[float | None, typer.Option(help="shadow gate: candidate p95 upper bound (ms).")] = None,
+    min_windows: Annotated[int | None, typer.Option(help="shadow gate: telemetry windows of evidence.")] = None,
 ) -> None:
     """Deploy a model version to the selected devices as a (waved) rollout, or run an A/B test of versions."""
     strategy: dict[str, Any] = {"failure_threshold": failure_threshold, "min_finished": min_finished,
@@ -135,7 +141,14 @@ def deploy(
     if strategy_kind == StrategyKind.AB:
         strategy["ab"] = ab_design(arm or [], mde=mde, alpha=alpha, power=power, baseline_rate=baseline_rate,
                                    samples_per_device=samples_per_device, salt=salt)
-    if waves:
+    if strategy_kind == StrategyKind.SHADOW:
+        settings = {"sample_rate": sample_rate, "max_latency_ms": shadow_budget_ms}
+        gate = {"min_agreement": min_agreement, "max_latency_ms": max_p95_ms, "min_windows": min_windows}
+        strategy.update(shadow={k: v for k, v in settings.items() if v is not None},
+                        gate={k: v for k, v in gate.items() if v is not None})
+        if waves:
+            strategy["then_waves"] = [float(w) for w in waves.split(",")]
+    elif waves:
         strategy.update(kind=StrategyKind.WAVES, waves=[float(w) for w in waves.split(",")])
     elif exponential:
         base, _, factor = exponential.partition(":")
@@ -155,6 +168,29 @@ def experiment(experiment_id: str) -> None:
     with db_session(write=False) as session:
         found = abtest.get_experiment(session=session, experiment_id=experiment_id)
         print_experiment(abtest.report(session, found, BaselineCache()))
+
+
+@fleet_app.command("shadow")
+def shadow_report(rollout_id: str) -> None:
+    """Show a shadow rollout's candidate-vs-active comparison per cohort and its promotion gate."""
+    with db_session(write=False) as session:
+        report = shadow.report(session, rollout_id)
+    console.print(f"{report.rollout_id} [{report.state}] gate: {report.verdict} over {report.windows} windows; "
+                  f"candidate {report.candidate.get('name')} v{report.candidate.get('version')}")
+    for reason in report.reasons:
+        console.print(f"  {reason}")
+    for c in report.cohorts:
+        a, p95 = c.agreement, c.candidate_p95_ms
+        console.print(f"  {c.cohort}: {c.verdict}  devices {c.devices}  windows {c.windows}  rows {c.rows}  "
+                      f"agreement {_num(a['estimate'])} [{_num(a['lower'])}, {_num(a['upper'])}]  "
+                      f"p95 <= {_num(p95['upper'])} ms (active p95 <= {_num(c.active_p95_ms['upper'])} ms)  "
+                      f"errors {_num(c.error_rate['estimate'])}  dropped {c.dropped}  stopped {c.stopped or '-'}")
+    if report.canary_rollout_id:
+        console.print(f"  canary: {report.canary_rollout_id}")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 @fleet_app.command("rollouts")

@@ -72,8 +72,11 @@ def report(
     end = until.timestamp() if until else time.time()
     start = since.timestamp() if since else end - 86400.0
     scope = service.WindowScope(model, version, start, end, device_group, rollout_id, deployment_id)
-    return service.drift_report(session=session, baselines=baseline_cache(request), scope=scope,
-                                bucket_seconds=bucket_seconds, config=DriftConfig(alpha=alpha))
+    found = service.drift_report(session=session, baselines=baseline_cache(request), scope=scope,
+                                 bucket_seconds=bucket_seconds, config=DriftConfig(alpha=alpha))
+    from control_plane.fleet import shadow  # the fleet's comparison of this version as a shadow candidate
+
+    return found.model_copy(update={"shadow": shadow.summaries(session, model, version, start, end, device_group)})
 
 
 @router.post("/monitors", response_model=MonitorRead, status_code=status.HTTP_201_CREATED)

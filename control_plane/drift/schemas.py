@@ -217,6 +217,9 @@ class DriftReportRead(BaseModel):
     buckets: list[ReportBucket]
     invalid_baselines: dict[str, str] = Field(
         default_factory=dict, description="Baselines of windows in range that cannot be used, with the reason.")
+    shadow: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Shadow rollouts in range that ran this version as the candidate: the gate's verdict and, per cohort, "
+        "agreement with the active model and the candidate's p95 latency with their intervals."))
 
 
 class LabelEntry(BaseModel):

@@ -171,7 +171,7 @@ class ManifestFactory:
 
     def template(
         self, session: Session, *, version: ModelVersion, artifact: Artifact, max_latency_ms: float | None = None,
-        stage_only: bool = False,
+        stage_only: bool = False, shadow: dict[str, float] | None = None,
     ) -> ManifestTemplate:
         """Return the device-independent part of a manifest payload, serialised once."""
         # Pick up a rotation made by any replica (one indexed read per template, not per device).
@@ -187,10 +187,12 @@ class ManifestFactory:
                           "expected_scores": test.expected_scores, "tolerance": SELF_TEST_TOLERANCE,
                           "max_latency_ms": max_latency_ms or self.settings.fleet_self_test_max_latency_ms},
             "baseline": baseline_of(session, version),
-            "telemetry": {"window_seconds": self.settings.manifest_telemetry_window_seconds},
+            "telemetry": {"window_seconds": self.settings.fleet_telemetry_window_seconds},
         }
         if stage_only:  # blue-green: the device stages the model and waits for the signed cut-over
             body["stage_only"] = True
+        if shadow is not None:  # shadow: the staged candidate also scores a sample of live inputs
+            body["shadow"] = {"sample_rate": shadow["sample_rate"], "max_latency_ms": shadow["max_latency_ms"]}
         return ManifestTemplate(body, json.dumps(body, separators=(",", ":"))[1:-1])
 
     def sign(

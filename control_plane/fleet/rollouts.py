@@ -30,6 +30,7 @@ from control_plane.fleet.schemas import (
     Strategy,
     StrategyKind,
     TargetState,
+    check_rollback_strategy,
 )
 from control_plane.lineage import service as lineage
 from control_plane.lineage.schemas import NodeKind
@@ -45,8 +46,9 @@ def wave_plan(strategy: Strategy, total: int) -> list[int]:
     """Return cumulative device counts per wave, e.g. waves [1, 10, 50, 100] of 200 devices → [2, 20, 100, 200]."""
     if total <= 0:
         return []
-    if strategy.kind in (StrategyKind.ALL_AT_ONCE, StrategyKind.BLUE_GREEN):
-        return [total]  # Blue-green stages everywhere at once; the cut-over is the all-at-once moment.
+    if strategy.kind in (StrategyKind.ALL_AT_ONCE, StrategyKind.BLUE_GREEN, StrategyKind.SHADOW):
+        # Blue-green and shadow stage everywhere at once; the cut-over (or the canary after the gate) comes later.
+        return [total]
     counts: list[int] = []
     if strategy.kind == StrategyKind.WAVES:
         assert strategy.waves is not None
@@ -92,7 +94,7 @@ def target_counts(session: Session, rollout_id: str) -> Counter[str]:
     return Counter({state: int(count) for state, count in rows})
 
 
-def _transition(session: Session, rollout: Rollout, state: RolloutState, actor: str, reason: str | None,
+def transition(session: Session, rollout: Rollout, state: RolloutState, actor: str, reason: str | None,
                 now: datetime, **data: Any) -> None:
     previous = rollout.state
     rollout.state = state.value
@@ -128,15 +130,19 @@ def cancel_superseded(session: Session, device_ids: list[str], keep_rollout_id: 
 
 
 def _templates(session: Session, factory: ManifestFactory, deployment: Deployment,
-               artifact_ids: set[str]) -> dict[str, ManifestTemplate]:
+               artifact_ids: set[str], rollout_kind: str = "deploy") -> dict[str, ManifestTemplate]:
     templates = {}
+    kind = deployment.strategy.get("kind")
+    # A shadow deployment's first rollout stages and shadows the candidate; its canary installs it for real.
+    shadow = deployment.strategy.get("shadow") if kind == "shadow" and rollout_kind == "shadow" else None
     for artifact_id in artifact_ids:
         artifact = session.get(Artifact, artifact_id)
         if artifact is None:
             raise Invalid(f"artifact {artifact_id!r} no longer exists")
         templates[artifact_id] = factory.template(session, version=artifact.model_version, artifact=artifact,
                                                   max_latency_ms=deployment.strategy.get("max_latency_ms"),
-                                                  stage_only=deployment.strategy.get("kind") == "blue_green")
+                                                  stage_only=kind == "blue_green" or shadow is not None,
+                                                  shadow=shadow)
     return templates
 
 
@@ -159,7 +165,7 @@ def _open_wave(session: Session, factory: ManifestFactory, rollout: Rollout, wav
         return 0
     deployment = session.get(Deployment, rollout.deployment_id)
     assert deployment is not None
-    templates = _templates(session, factory, deployment, {t.artifact_id for t in targets})
+    templates = _templates(session, factory, deployment, {t.artifact_id for t in targets}, rollout.kind)
     # Same steps as issue(), batched: one locking query and one bulk insert for a whole wave.
     devices = _lock_devices(session, [t.device_id for t in targets])
     manifests = []
@@ -214,14 +220,14 @@ def step(session: Session, factory: ManifestFactory, rollout_id: str, now: datet
     if rollout.state in TERMINAL_ROLLOUT_STATES or rollout.state == RolloutState.PAUSED:
         return rollout
     if rollout.state == RolloutState.PENDING:
-        _transition(session, rollout, RolloutState.IN_PROGRESS, SYSTEM_ACTOR, None, now)
+        transition(session, rollout, RolloutState.IN_PROGRESS, SYSTEM_ACTOR, None, now)
     timed_out = _timeout_wave(session, rollout, now)
     counts = target_counts(session, rollout.id)
     ok, failed, finished = health(counts, rollout.failure_threshold, rollout.min_finished)
     if not ok:
         restored = restore_after_abort(session, factory, rollout, now)
         cancelled = _cancel_open_targets(session, rollout.id, "rollout_aborted", now, OPEN_TARGET_STATES)
-        _transition(session, rollout, RolloutState.ABORTED, SYSTEM_ACTOR,
+        transition(session, rollout, RolloutState.ABORTED, SYSTEM_ACTOR,
                     f"health gate: {failed} of {finished} finished devices failed "
                     f"(threshold {rollout.failure_threshold:.0%})", now,
                     failed=failed, finished=finished, timed_out=timed_out, cancelled=cancelled, **restored)
@@ -235,13 +241,17 @@ def step(session: Session, factory: ManifestFactory, rollout_id: str, now: datet
         next_wave += 1  # Every device of that wave was superseded or cancelled: move on.
     activated = counts[TargetState.ACTIVATED.value] + counts[TargetState.STAGED.value]
     cancelled = counts[TargetState.CANCELLED.value]
+    if rollout.kind == "shadow" and activated:
+        from control_plane.fleet import shadow  # lazy: the gate module builds on this one
+
+        return shadow.evaluate(session, factory, rollout, now)
     if not activated and not failed:
         # Every device was taken over by a newer rollout before it finished this one.
-        _transition(session, rollout, RolloutState.ABORTED, SYSTEM_ACTOR, "superseded by newer rollouts", now,
+        transition(session, rollout, RolloutState.ABORTED, SYSTEM_ACTOR, "superseded by newer rollouts", now,
                     cancelled=cancelled)
         return rollout
     final = RolloutState.SUCCEEDED if activated else RolloutState.FAILED
-    _transition(session, rollout, final, SYSTEM_ACTOR, None, now, activated=activated, failed=failed,
+    transition(session, rollout, final, SYSTEM_ACTOR, None, now, activated=activated, failed=failed,
                 cancelled=cancelled)
     return rollout
 
@@ -257,7 +267,7 @@ def pause(session: Session, rollout_id: str, actor: str, reason: str = "") -> Ro
     rollout = lock_rollout(session, rollout_id)
     if rollout.state not in (RolloutState.PENDING, RolloutState.IN_PROGRESS):
         raise Conflict(f"rollout {rollout_id} is {rollout.state}; only a running rollout can be paused")
-    _transition(session, rollout, RolloutState.PAUSED, actor, reason or None, utcnow())
+    transition(session, rollout, RolloutState.PAUSED, actor, reason or None, utcnow())
     return rollout
 
 
@@ -266,7 +276,7 @@ def resume(session: Session, factory: ManifestFactory, rollout_id: str, actor: s
     rollout = lock_rollout(session, rollout_id)
     if rollout.state != RolloutState.PAUSED:
         raise Conflict(f"rollout {rollout_id} is {rollout.state}; only a paused rollout can be resumed")
-    _transition(session, rollout, RolloutState.IN_PROGRESS, actor, reason or None, utcnow())
+    transition(session, rollout, RolloutState.IN_PROGRESS, actor, reason or None, utcnow())
     return step(session, factory, rollout_id)
 
 
@@ -281,7 +291,7 @@ def abort(session: Session, factory: ManifestFactory, rollout_id: str, actor: st
     now = utcnow()
     restored = restore_after_abort(session, factory, rollout, now)
     cancelled = _cancel_open_targets(session, rollout.id, "rollout_aborted", now, OPEN_TARGET_STATES)
-    _transition(session, rollout, RolloutState.ABORTED, actor, reason or "aborted by operator", now,
+    transition(session, rollout, RolloutState.ABORTED, actor, reason or "aborted by operator", now,
                 cancelled=cancelled, **restored)
     return rollout
 
@@ -333,6 +343,10 @@ def restore_after_abort(session: Session, factory: ManifestFactory, rollout: Rol
 def rollback(session: Session, factory: ManifestFactory, rollout_id: str, strategy: Strategy, actor: str,
              reason: str = "") -> Rollout:
     """Return every device this rollout reached to its previous artifact, with new, higher-sequence manifests."""
+    try:  # the CLI builds its Strategy without the request schema's check
+        check_rollback_strategy(strategy)
+    except ValueError as refused:
+        raise Invalid(str(refused)) from None
     original = lock_rollout(session, rollout_id)
     if original.state == RolloutState.ROLLED_BACK:
         raise Conflict(f"rollout {rollout_id} is already rolled back")
@@ -357,7 +371,7 @@ def rollback(session: Session, factory: ManifestFactory, rollout_id: str, strate
     audit.record(session, actor=actor, action="rollout.create", resource=("rollout", back.id),
                  data={"kind": "rollback", "rollback_of": original.id, "devices": len(reached),
                        "wave_plan": back.wave_plan, "reason": reason})
-    _transition(session, original, RolloutState.ROLLED_BACK, actor, reason or None, now, rollback_id=back.id)
+    transition(session, original, RolloutState.ROLLED_BACK, actor, reason or None, now, rollback_id=back.id)
     return step(session, factory, back.id, now)
 
 

@@ -21,7 +21,7 @@ from control_plane.deps import (
     Writer,
     require_device,
 )
-from control_plane.fleet import bluegreen, rollouts, service
+from control_plane.fleet import bluegreen, rollouts, service, shadow
 from control_plane.fleet.acl import mosquitto_acl
 from control_plane.fleet.manifests import ManifestFactory, factory_for
 from control_plane.fleet.policy import ProtectedFleet
@@ -39,6 +39,7 @@ from control_plane.fleet.schemas import (
     RolloutAction,
     RolloutRead,
     RolloutTargetRead,
+    ShadowReportRead,
     SigningKeyRead,
 )
 
@@ -182,6 +183,16 @@ def cutover_rollout(rollout_id: Name, body: CutoverRequest, request: Request, se
 def blue_green_report(rollout_id: Name, session: SessionDep, _: Reader) -> BlueGreenRead:
     """Return staged and switched counts of a blue-green rollout and what its devices serve."""
     return bluegreen.report(session, rollout_id)
+
+
+@router.get("/rollouts/{rollout_id}/shadow", response_model=ShadowReportRead)
+def shadow_report(rollout_id: Name, session: SessionDep, _: Reader, by_label: Label | None = None
+                  ) -> ShadowReportRead:
+    """Compare a shadow rollout's candidate with the active model per cohort (CIs) and show its promotion gate.
+
+    Cohorts are device groups (what the gate judges); `by_label=KEY` shows the same comparison per label value.
+    """
+    return shadow.report(session, rollout_id, by_label=by_label)
 
 
 @router.post("/rollouts/{rollout_id}/pause", response_model=RolloutRead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -128,6 +129,32 @@ class StrategyKind(StrEnum):
     EXPONENTIAL = "exponential"
     BLUE_GREEN = "blue_green"  # stage everywhere at once; a separate signed cut-over switches the group
     AB = "ab"  # split the group by a stable hash into arms running different versions (fleet/abtest.py)
+    SHADOW = "shadow"  # stage and shadow everywhere; a passed promotion gate starts a waved canary
+
+
+Percents = Annotated[list[Annotated[float, Field(gt=0, le=100)]], Field(max_length=100)]
+
+
+def _check_waves(waves: list[float]) -> None:
+    if any(b <= a for a, b in itertools.pairwise(waves)) or waves[-1] != 100:
+        raise ValueError("waves must increase strictly and end at 100")
+
+
+class ShadowSettings(StrictModel):
+    """What the devices do: score this share of live inputs with the candidate, within a per-row latency budget."""
+
+    sample_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_latency_ms: Annotated[float, Field(gt=0, le=MAX_LATENCY_MS)] = 50.0
+
+
+class ShadowGate(StrictModel):
+    """When the canary may start: agreement and p95 latency bounds hold per cohort over at least N windows."""
+
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
+    max_latency_ms: Annotated[float, Field(gt=0, le=MAX_LATENCY_MS)] = 50.0  # the candidate's p95 per row
+    min_windows: Annotated[int, Field(ge=1, le=1_000_000)] = 3
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95
+    max_wait_s: Annotated[float, Field(gt=0, le=MAX_WAVE_TIMEOUT_S)] = 3600.0  # inconclusive after this: failed
 
 
 class Strategy(StrictModel):
@@ -140,7 +167,10 @@ class Strategy(StrictModel):
     failure_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1
     min_finished: PositiveInt32 = 1
     wave_timeout_s: Annotated[float, Field(gt=0, le=MAX_WAVE_TIMEOUT_S)] = 600.0
-    ab: ExperimentDesign | None = None
+    ab: ExperimentDesign | None = None  # kind ab only
+    shadow: ShadowSettings | None = None  # kind shadow only
+    gate: ShadowGate | None = None  # kind shadow only
+    then_waves: Percents | None = None  # kind shadow only: the canary's waves once the gate passes
 
     @model_validator(mode="after")
     def _ab_given(self) -> Strategy:
@@ -153,8 +183,14 @@ class Strategy(StrictModel):
         if self.kind == StrategyKind.WAVES:
             if not self.waves:
                 raise ValueError("waves strategy needs a percent list such as [1, 10, 50, 100]")
-            if any(b <= a for a, b in zip(self.waves, self.waves[1:], strict=False)) or self.waves[-1] != 100:
-                raise ValueError("waves must increase strictly and end at 100")
+            _check_waves(self.waves)
+        if self.kind == StrategyKind.SHADOW:
+            self.shadow = self.shadow or ShadowSettings()
+            self.gate = self.gate or ShadowGate()
+            self.then_waves = self.then_waves or [10.0, 50.0, 100.0]
+            _check_waves(self.then_waves)
+        elif self.shadow is not None or self.gate is not None or self.then_waves is not None:
+            raise ValueError("shadow, gate and then_waves belong to the shadow strategy")
         return self
 
 
@@ -223,8 +259,22 @@ class RolloutAction(StrictModel):
     reason: Annotated[str, Field(max_length=500)] = ""
 
 
+ROLLBACK_KINDS = (StrategyKind.ALL_AT_ONCE, StrategyKind.WAVES, StrategyKind.EXPONENTIAL)
+
+
+def check_rollback_strategy(strategy: Strategy) -> None:
+    """Refuse a rollback strategy that is not a plain or waved rollout (a rollback has one version, no stage)."""
+    if strategy.kind not in ROLLBACK_KINDS:
+        raise ValueError(f"a rollback rolls out in one go or in waves, not as {strategy.kind.value}")
+
+
 class RollbackRequest(RolloutAction):
     strategy: Strategy = Field(default_factory=Strategy)
+
+    @model_validator(mode="after")
+    def _plain_or_waved(self) -> RollbackRequest:
+        check_rollback_strategy(self.strategy)
+        return self
 
 
 class DeviceEventRead(BaseModel):
@@ -274,3 +324,44 @@ class BlueGreenRead(BaseModel):
     not_switched: int
     pending: int
     serving: dict[str, int]
+
+
+class ShadowCohortRead(BaseModel):
+    """The candidate beside the active model in one cohort (device group), with confidence intervals."""
+
+    cohort: str
+    devices: int
+    windows: int
+    samples: int
+    rows: int
+    agree: int
+    agreement: dict[str, float | None]  # estimate, lower, upper (Wilson)
+    error_rate: dict[str, float | None]  # candidate errors / samples (Wilson)
+    candidate_p50_ms: dict[str, float | None]  # estimate, lower, upper from the histogram (inf = beyond 1 s)
+    candidate_p95_ms: dict[str, float | None]
+    active_p50_ms: dict[str, float | None]
+    active_p95_ms: dict[str, float | None]
+    dropped: int
+    stopped: dict[str, int]  # device count per stop reason
+    candidate_labels: dict[str, int]
+    error_counts: list[int] | None  # regression: |candidate - active| histogram
+    verdict: str  # pass | fail | inconclusive
+    reasons: list[str]
+
+
+class ShadowReportRead(BaseModel):
+    """A shadow rollout's comparison per cohort, its gate and what the gate decided."""
+
+    rollout_id: str
+    state: str
+    candidate: dict[str, Any]
+    settings: dict[str, Any]
+    gate: dict[str, Any]
+    confidence: float
+    latency_buckets_ms: list[float]
+    error_buckets: list[float]
+    windows: int
+    verdict: str  # pass | fail | waiting | ended (the rollout ended otherwise, e.g. aborted, before the gate decided)
+    reasons: list[str]
+    canary_rollout_id: str | None
+    cohorts: list[ShadowCohortRead]

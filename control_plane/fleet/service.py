@@ -215,7 +215,8 @@ def create_deployment(*, session: Session, factory: ManifestFactory, request: De
     session.add(deployment)
     session.flush()
     now = utcnow()
-    rollout = Rollout(deployment_id=deployment.id, kind="deploy", state=RolloutState.PENDING.value,
+    kind = "shadow" if request.strategy.kind == StrategyKind.SHADOW else "deploy"
+    rollout = Rollout(deployment_id=deployment.id, kind=kind, state=RolloutState.PENDING.value,
                       wave_plan=rollouts.wave_plan(request.strategy, len(devices)),
                       failure_threshold=request.strategy.failure_threshold,
                       min_finished=request.strategy.min_finished, wave_timeout_s=request.strategy.wave_timeout_s,
@@ -231,7 +232,7 @@ def create_deployment(*, session: Session, factory: ManifestFactory, request: De
                        "sha256": artifact.sha256, "quantization": artifact.quantization,
                        "selector": deployment.selector, "devices": len(devices)})
     audit.record(session, actor=actor, action="rollout.create", resource=("rollout", rollout.id),
-                 data={"kind": "deploy", "deployment_id": deployment.id, "wave_plan": rollout.wave_plan,
+                 data={"kind": kind, "deployment_id": deployment.id, "wave_plan": rollout.wave_plan,
                        "strategy": strategy})
     return rollouts.step(session, factory, rollout.id, now)
 

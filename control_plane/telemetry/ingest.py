@@ -21,6 +21,7 @@ from control_plane.telemetry.lookup import BaselineCache, Cohort, CohortResolver
 from control_plane.telemetry.models import QuarantinedMessage, TelemetryWindowRow
 from control_plane.telemetry.ratelimit import DeviceRateLimiter
 from control_plane.telemetry.sanity import Rejected, check_window, count_limit, text_ok
+from control_plane.telemetry.shadow import store_sketches
 from control_plane.telemetry.store import WindowValues, insert_quarantine, insert_windows_isolated
 
 __all__ = ["IncomingMessage", "IngestResult", "Rejected", "WindowIngestor", "WindowOutcome"]
@@ -28,6 +29,7 @@ __all__ = ["IncomingMessage", "IngestResult", "Rejected", "WindowIngestor", "Win
 WINDOWS: Table = TelemetryWindowRow.__table__  # type: ignore[assignment]
 QUARANTINE: Table = QuarantinedMessage.__table__  # type: ignore[assignment]
 log = logging.getLogger(__name__)
+ShadowEntry = tuple[TelemetryWindow, dict[str, Any], "IncomingMessage", Cohort]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class IngestResult:
     duplicates: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
     models: set[tuple[str, int]] = field(default_factory=set)
+    # Shadow sketches carried by stored windows: stored, or quarantined alone (their window stays stored).
+    shadow_stored: int = 0
+    shadow_quarantined: Counter[str] = field(default_factory=Counter)
     # Per message, in input order (one batch only: `add` does not accumulate them).
     outcomes: list[WindowOutcome] = field(default_factory=list)
 
@@ -70,11 +75,14 @@ class IngestResult:
         self.duplicates += other.duplicates
         self.quarantined.update(other.quarantined)
         self.models |= other.models
+        self.shadow_stored += other.shadow_stored
+        self.shadow_quarantined.update(other.shadow_quarantined)
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-ready summary."""
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
-                "quarantined": dict(self.quarantined)}
+                "quarantined": dict(self.quarantined), "shadow_stored": self.shadow_stored,
+                "shadow_quarantined": dict(self.shadow_quarantined)}
 
 
 try:  # orjson parses windows ~4x faster than json and is strict (no NaN); json explains its refusals.
@@ -275,6 +283,9 @@ class WindowIngestor:
             result.stored = len(inserted)
             result.duplicates += len(rows) - len(inserted) - len(failed)
             result.models = {(accepted[k][0].model_name, accepted[k][0].model_version) for k in inserted}
+            shadows = [(*accepted[k], cohorts[k[0]]) for k in keys if k in inserted and "shadow" in accepted[k][1]]
+            if shadows:
+                self._store_shadows(session, shadows, result)
         if quarantine:
             for position, _, rejected in quarantine:
                 result.quarantined[rejected.reason] += 1
@@ -284,6 +295,15 @@ class WindowIngestor:
         session.flush()
         result.outcomes = [o if o is not None else WindowOutcome("quarantined", reason="unknown") for o in outcomes]
         return result
+
+    def _store_shadows(self, session: Session, shadows: list[ShadowEntry], result: IngestResult) -> None:
+        """Store the shadow sketch of each newly stored window; quarantine a bad one alone."""
+        stored, refused = store_sketches(session, [(w, d["shadow"], m.received_at, c) for w, d, m, c in shadows])
+        result.shadow_stored += stored
+        for _, rejected in refused:
+            result.shadow_quarantined[rejected.reason] += 1
+        if refused:
+            insert_quarantine(session, [self.quarantine_row(shadows[i][2], r) for i, r in refused])
 
     def quarantine_row(self, message: IncomingMessage, rejected: Rejected) -> dict[str, Any]:
         limit = 256 if rejected.reason == "rate_limited" else self.config.quarantine_payload_bytes

@@ -79,3 +79,40 @@ class GroundTruthLabel(Base):
     correct: Mapped[int] = mapped_column(BigInteger)
     confusion: Mapped[str] = mapped_column(Text)  # JSON [[predicted, actual, count], ...]
     received_at: Mapped[float] = mapped_column(Float)
+
+
+class ShadowWindowRow(Base):
+    """The shadow sketch of one stored window: how a staged candidate did beside the active model (no inputs)."""
+
+    __tablename__ = "telemetry_shadow_windows"
+    __table_args__ = (
+        UniqueConstraint("device_id", "window_seq", name="uq_telemetry_shadow_windows_device_seq"),
+        Index("ix_telemetry_shadow_windows_rollout_time", "rollout_id", "window_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(200))
+    window_seq: Mapped[int] = mapped_column(BigInteger)
+    rollout_id: Mapped[str] = mapped_column(String(40))
+    device_group: Mapped[str | None] = mapped_column(String(100))
+    model_name: Mapped[str] = mapped_column(String(200))  # the active model the candidate is compared with
+    model_version: Mapped[int] = mapped_column(Integer)
+    candidate_name: Mapped[str] = mapped_column(String(200))
+    candidate_version: Mapped[int] = mapped_column(Integer)
+    candidate_sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str | None] = mapped_column(String(20))  # classification | regression | None (nothing scored)
+    window_start: Mapped[float] = mapped_column(Float)
+    window_end: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    sample_rate: Mapped[float] = mapped_column(Float)
+    max_latency_ms: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    agree: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    dropped: Mapped[int] = mapped_column(BigInteger)
+    labels: Mapped[str] = mapped_column(Text)  # JSON {label: count} of the candidate's predictions
+    latency: Mapped[str] = mapped_column(Text)  # JSON counts per edge_agent.shadow.LATENCY_BUCKETS_MS (+1 overflow)
+    active_latency: Mapped[str] = mapped_column(Text)  # the active model's, on the same sampled rows
+    error_counts: Mapped[str | None] = mapped_column(Text)  # regression: JSON |candidate - active| histogram
+    stopped: Mapped[str | None] = mapped_column(String(40))

@@ -13,7 +13,7 @@ from control_plane.auth.roles import Scope
 from control_plane.deps import SessionDep
 from control_plane.errors import Invalid
 from control_plane.events import service as events
-from control_plane.fleet import rollouts, service
+from control_plane.fleet import rollouts, service, shadow
 from control_plane.fleet.abtest_models import Experiment
 from control_plane.fleet.manifests import factory_for
 from control_plane.fleet.schemas import TERMINAL_ROLLOUT_STATES, RolloutState, Strategy
@@ -54,7 +54,35 @@ def _rollout_context(session: Session, viewer: Viewer, rollout_id: str) -> dict[
     return {"viewer": viewer, "title": f"Rollout {rollout.id}", "rollout": rollout, "actions": actions,
             "experiment_id": experiment,
             "targets": service.list_targets(session=session, rollout_id=rollout_id),
+            "shadow": _shadow_view(session, rollout.id) if rollout.kind in ("shadow", "canary") else None,
             "live": rollout.state not in TERMINAL_ROLLOUT_STATES, "rendered_at": events.head_seq(session)}
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.3g}{unit}"
+
+
+def _shadow_view(session: Session, rollout_id: str) -> dict[str, Any] | None:
+    """Return the shadow comparison as display rows (the template only loops and escapes)."""
+    try:
+        report = shadow.report(session, rollout_id)
+    except Invalid:
+        return None
+    rows = [{"cohort": c.cohort, "verdict": c.verdict, "devices": c.devices, "windows": c.windows, "rows": c.rows,
+             "agreement": f"{_fmt(c.agreement['estimate'])} [{_fmt(c.agreement['lower'])}, "
+                          f"{_fmt(c.agreement['upper'])}]",
+             "candidate_p95": f"{_fmt(c.candidate_p95_ms['lower'])}-{_fmt(c.candidate_p95_ms['upper'], ' ms')}",
+             "active_p95": f"{_fmt(c.active_p95_ms['lower'])}-{_fmt(c.active_p95_ms['upper'], ' ms')}",
+             "errors": f"{_fmt(c.error_rate['estimate'])} [{_fmt(c.error_rate['lower'])}, "
+                       f"{_fmt(c.error_rate['upper'])}]",
+             "dropped": c.dropped, "stopped": ", ".join(f"{k}: {v}" for k, v in c.stopped.items()) or "-",
+             "reasons": "; ".join(c.reasons)} for c in report.cohorts]
+    gate = report.gate
+    return {"rollout_id": report.rollout_id, "verdict": report.verdict, "windows": report.windows,
+            "reasons": report.reasons, "canary": report.canary_rollout_id, "rows": rows,
+            "gate": f"agreement ≥ {gate['min_agreement']}, candidate p95 ≤ {gate['max_latency_ms']} ms over "
+                    f"≥ {gate['min_windows']} windows ({gate['confidence']:.0%} intervals)",
+            "settings": f"sample {report.settings['sample_rate']:.0%}, budget {report.settings['max_latency_ms']} ms"}
 
 
 @router.get("/rollouts/{rollout_id}")

@@ -22,7 +22,7 @@ from control_plane.main import create_app
 from control_plane.retention import DAY, RetentionConfigError, RetentionPolicy, purge
 from control_plane.settings import Settings
 from control_plane.telemetry.config import TelemetrySettings
-from control_plane.telemetry.models import GroundTruthLabel, QuarantinedMessage, TelemetryWindowRow
+from control_plane.telemetry.models import GroundTruthLabel, QuarantinedMessage, ShadowWindowRow, TelemetryWindowRow
 
 NOW = time.time()
 
@@ -36,6 +36,14 @@ def _window(seq: int, received_at: float) -> TelemetryWindowRow:
 def _label(seq: int, received_at: float) -> GroundTruthLabel:
     return GroundTruthLabel(device_id="dev-1", window_seq=seq, model_name="m", model_version=1,
                             window_start=received_at - 60, total=1, correct=1, confusion="[]", received_at=received_at)
+
+
+def _shadow(i: int, received_at: float) -> ShadowWindowRow:
+    return ShadowWindowRow(device_id="dev-1", window_seq=i, rollout_id="ro_1", model_name="m", model_version=1,
+                           candidate_name="m", candidate_version=2, candidate_sha256="a" * 64, window_start=received_at,
+                           window_end=received_at, received_at=received_at, sample_rate=1.0, max_latency_ms=50.0,
+                           samples=1, rows=1, agree=1, errors=0, dropped=0, labels="{}", latency="[]",
+                           active_latency="[]")
 
 
 def _quarantined(received_at: float) -> QuarantinedMessage:
@@ -52,13 +60,13 @@ def fill(database: Database, *, old_age_days: float, old: int, young: int) -> No
     with database.transaction() as session:
         for i in range(old + young):
             at = NOW - old_age_days * DAY - i if i < old else NOW - 60 - i
-            session.add_all([_window(i, at), _label(i, at), _quarantined(at), _event(at)])
+            session.add_all([_window(i, at), _label(i, at), _shadow(i, at), _quarantined(at), _event(at)])
 
 
 def counts(database: Database) -> dict[str, int]:
     with database.transaction(write=False) as session:
         return {model.__tablename__: int(session.scalar(select(func.count()).select_from(model)) or 0)
-                for model in (TelemetryWindowRow, GroundTruthLabel, QuarantinedMessage, DeviceEvent)}
+                for model in (TelemetryWindowRow, GroundTruthLabel, ShadowWindowRow, QuarantinedMessage, DeviceEvent)}
 
 
 def test_purge_deletes_only_expired_rows_in_audited_batches(settings: Settings, database: Database) -> None:
@@ -69,14 +77,14 @@ def test_purge_deletes_only_expired_rows_in_audited_batches(settings: Settings, 
     assert due.deleted == dict.fromkeys(counts(database), 7) and counts(database) == dict.fromkeys(due.deleted, 10)
 
     report = purge(database, policy, now=NOW)
-    assert report.deleted == dict.fromkeys(counts(database), 7) and report.total == 28
+    assert report.deleted == dict.fromkeys(counts(database), 7) and report.total == 35
     assert counts(database) == dict.fromkeys(report.deleted, 3)
     with database.transaction(write=False) as session:
         entries = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purged")
                                        .order_by(AuditEntry.seq)))
         assert audit.verify(session=session, public_key=None).ok
     # 7 rows in batches of 3 is 3, 3 and 1: three audited transactions per table, each naming its rows.
-    assert len(entries) == 12
+    assert len(entries) == 15
     assert {e.actor for e in entries} == {"system:retention"}
     rows_by_table: dict[str, int] = {}
     for entry in entries:
@@ -91,9 +99,10 @@ def test_periods_are_per_table_and_zero_keeps_forever(settings: Settings, databa
     fill(database, old_age_days=20, old=4, young=1)  # older than quarantine's 14 days, younger than the rest
     keep_events = settings.model_copy(update={"retention_device_events_days": 0})
     report = purge(database, RetentionPolicy.from_settings(keep_events), now=NOW)
-    assert report.deleted == {"telemetry_windows": 0, "telemetry_labels": 0, "telemetry_quarantine": 4}
-    assert counts(database) == {"telemetry_windows": 5, "telemetry_labels": 5, "telemetry_quarantine": 1,
-                                "fleet_device_events": 5}
+    assert report.deleted == {"telemetry_windows": 0, "telemetry_labels": 0, "telemetry_shadow_windows": 0,
+                              "telemetry_quarantine": 4}
+    assert counts(database) == {"telemetry_windows": 5, "telemetry_labels": 5, "telemetry_shadow_windows": 5,
+                                "telemetry_quarantine": 1, "fleet_device_events": 5}
 
 
 def test_telemetry_retention_must_outlive_the_dedup_horizon(settings: Settings) -> None:

@@ -47,7 +47,7 @@ def ab_control_plane(tmp_path: Path, private_broker: PrivateMosquitto, db_url: s
                      ) -> Iterator[tuple[ControlPlane, str]]:
     """The control plane on the test's database, with 1 s telemetry windows and a 1 s experiment evaluator."""
     with serve_control_plane(tmp_path, private_broker, db_url, experiment_evaluate_seconds=1.0,
-                             manifest_telemetry_window_seconds=1.0) as served:
+                             fleet_telemetry_window_seconds=1.0) as served:
         yield served, db_url
 
 

@@ -1,7 +1,7 @@
 """A/B experiments: the pre-registered design and decision of each A/B rollout, and each device's arm.
 
 Revision ID: 0150_fleet_experiments
-Revises: 0130_fleet_cutovers
+Revises: 0140_telemetry_shadow
 Create Date: 2026-12-06 03:20:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0150_fleet_experiments'
-down_revision: str | Sequence[str] | None = '0130_fleet_cutovers'
+down_revision: str | Sequence[str] | None = '0140_telemetry_shadow'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
