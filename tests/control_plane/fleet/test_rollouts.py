@@ -227,6 +227,11 @@ def test_rollback_returns_devices_to_the_previous_artifact_with_higher_sequences
 
     denied = fleet.client.post(f"/api/v1/fleet/rollouts/{second}/rollback", json={}, headers=fleet.headers)
     assert denied.status_code == 403  # rolling back is an approver's decision
+    for kind in ("blue_green", "shadow"):  # a rollback has one version and no staging: plain or waved only
+        staged = fleet.client.post(f"/api/v1/fleet/rollouts/{second}/rollback",
+                                   json={"strategy": {"kind": kind}}, headers=make_headers("approver"))
+        assert staged.status_code == 422 and "rollback rolls out in one go or in waves" in staged.text
+    assert fleet.rollout(second)["state"] != "rolled_back"
     response = fleet.client.post(f"/api/v1/fleet/rollouts/{second}/rollback", json={"reason": "accuracy"},
                                  headers=make_headers("approver"))
     assert response.status_code == 201, response.text
