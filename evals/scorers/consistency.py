@@ -17,6 +17,7 @@ from itertools import pairwise
 import numpy as np
 
 from evals.scorers.claim_support import _Evidence, support_features
+from evals.scorers.grounding import GROUNDING_NAMES, grounding_features, question_kind
 from evals.scorers.text import SENTENCE_BREAK, STOPWORDS, split_sentences, token_key
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'\u2019][A-Za-z0-9]+)*")
@@ -56,7 +57,7 @@ FEATURE_NAMES = (
     "option_question", "option_agreement", "has_question", "log_context_words",
     "anchor_min_name", "anchor_mean", "anchor_min", "unmatched_negations", "dropped_negations",
     "name_deficit_max", "names_displaced", "number_deficit_max", "numbers_displaced",
-    "head_near_answer", "head_deficit",
+    "head_near_answer", "head_deficit", *GROUNDING_NAMES,
     *(f"t1_{name}" for name in ("unsupported_numbers", "unsupported_entities", "unsupported_words",
                                 "unsupported_fraction", "novel_bigram_fraction", "novel_trigram_fraction",
                                 "log_unsupported", "unsupported_name_fraction", "worst_claim_unsupported",
@@ -65,8 +66,9 @@ FEATURE_NAMES = (
 # How one answer's claims combine into the answer's features: counts add up, the worst claim decides the rest.
 _SUM = frozenset({"missing_numbers", "missing_entities", "missing_words", "names_outside_window",
                   "numbers_outside_window", "unmatched_negations", "dropped_negations", "names_displaced",
-                  "numbers_displaced"})
-_MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_min"})
+                  "numbers_displaced", "name_runs", "names_question_only", "names_nowhere", "years_nowhere",
+                  "grounded_pairs_apart", "supplies_new_grounded", "nowhere_when_asked", "names_partial"})
+_MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_min", "names_grounded_fraction"})
 # A reply's stance ("No, ...", the option it picks) is in its first sentence.
 _FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
 
@@ -120,10 +122,10 @@ class Passage:
     def __init__(self, contexts: list[str], question: str) -> None:
         text = "\n\n".join(contexts)
         self.tokens = words(text)
-        self.keys = {w.key for w in self.tokens}
         self.positions: dict[str, list[int]] = {}
         for w in self.tokens:
             self.positions.setdefault(w.key, []).append(w.index)
+        self.keys = set(self.positions)
         # Sentence windows by token range: each sentence, and each pair of neighbours (claims fuse sentences).
         starts = [m.start() for m in _TOKEN.finditer(text)]
         bounds = []
@@ -146,6 +148,7 @@ class Passage:
         self.window_question = [len(keys & self.question_keys) / max(1, len(self.question_keys))
                                 for keys, _ in self.windows]
         self.yes_no = bool(_AUX_START.match(question)) and "?" in question
+        self.asks = question_kind(question)
         self.options = _options(question)
         # "which rock band", "what city": the words after which/what name the kind of thing asked for.
         head = re.search(r"\b(?:which|what)\s+((?:[a-z]+\s+){0,1}[a-z]+)", question)
@@ -271,6 +274,7 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
     }
     features.update(_question_features(all_words, new, passage, best))
     features.update(_local_features(claim_words, passage))
+    features.update(zip(GROUNDING_NAMES, grounding_features(content, passage, passage.asks), strict=True))
     t1 = support_features(claim, passage.evidence)
     features.update({name: value for name, value in zip(FEATURE_NAMES[-11:], t1, strict=True)})
     return features
