@@ -57,6 +57,7 @@ class DemoResult:
     canary_rollout_id: str | None = None
     first_pending_s: float | None = None
     fault_to_pending_s: float | None = None
+    fault_to_rollback_s: float | None = None
     proposal_id: str | None = None
     proposal_state: str | None = None
     verification: str | None = None
@@ -67,11 +68,12 @@ class DemoResult:
 
 
 def stop_on_sigterm() -> None:
-    """Let SIGTERM unwind like Ctrl-C, so the broker, fleet, agents and API are stopped and no port is left."""
+    """Let SIGTERM and SIGHUP unwind like Ctrl-C: broker, fleet, agents and API stopped, no port left."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)  # a closed terminal: the broker, in its own session, would stay up
 
 
 def ensure_demo_model(settings: Settings) -> None:
@@ -256,6 +258,7 @@ def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_ve
             console.print("[bold red]no rollback proposal for the bad version[/]")
             return result
         approved = time.monotonic()
+        result = dataclasses.replace(result, fault_to_rollback_s=approved - injected)
         recovery = approve_and_verify(approver, rollback, timeout)
         done = recovery.proposal
         result = dataclasses.replace(result, proposal_id=done.id, proposal_state=str(done.state),
@@ -306,5 +309,6 @@ def _timings(result: DemoResult) -> str:
 
     return (f"timings ({result.devices} devices): start → fleet up {seconds(result.seconds)} (provisioned and "
             f"connected in {seconds(result.connected_s)}); fault injected → "
-            f"first proposal pending {seconds(result.fault_to_pending_s)}; approval → recovery verified "
+            f"first proposal pending {seconds(result.fault_to_pending_s)} (the rollback's "
+            f"{seconds(result.fault_to_rollback_s)}); approval → recovery verified "
             f"{seconds(result.approval_to_recovery_s if result.recovered else None)}; total {seconds(result.total_s)}")

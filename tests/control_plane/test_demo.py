@@ -70,7 +70,8 @@ def test_demo_auto_approve_closes_the_loop_at_fifty_devices_and_exits_zero(tmp_p
     assert re.search(r"approval → recovery verified: \d+\.\d+s .*rollback succeeded, verification recovered",
                      output), output[-2000:]
     assert re.search(r"timings \(50 devices\): start → fleet up \d+\.\d+s \(provisioned and connected in \d+\.\d+s\); "
-                     r"fault injected → first proposal pending \d+\.\d+s; approval → recovery verified \d+\.\d+s; "
+                     r"fault injected → first proposal pending \d+\.\d+s \(the rollback's \d+\.\d+s\); "
+                     r"approval → recovery verified \d+\.\d+s; "
                      r"total \d+\.\d+s", output), output[-2000:]
     assert "/ui/approvals" in output
     assert "Traceback" not in output and "database is locked" not in output, output[-4000:]
