@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from agents.control_plane_client import ControlPlaneError
 from control_plane.approvals.schemas import ProposalState
 from control_plane.bootstrap import prepare
 from control_plane.cli.agents import start_in_process
@@ -259,7 +260,11 @@ def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_ve
             return result
         approved = time.monotonic()
         result = dataclasses.replace(result, fault_to_rollback_s=approved - injected)
-        recovery = approve_and_verify(approver, rollback, timeout)
+        try:
+            recovery = approve_and_verify(approver, rollback, timeout)
+        except ControlPlaneError as exc:  # e.g. stale: the canary finished after the agent proposed
+            console.print(f"[bold red]the approval was refused[/]: {exc.message}", highlight=False)
+            return result
         done = recovery.proposal
         result = dataclasses.replace(result, proposal_id=done.id, proposal_state=str(done.state),
                                      verification=str(done.verification), recovered=recovery.verified,
