@@ -190,7 +190,7 @@ def run_demo(settings: Settings, *, devices: int = 50, once: bool = False, auto_
     token = (settings.data_dir / "admin.token").read_text().strip()
     faults = Faults()
     bad_version = None if once else register_bad_version(settings, DEMO_MODEL)
-    # Stopped in reverse order of start: agents (their calls need the API), fleet, API and its workers, broker.
+    # Stopped in reverse order of start: fleet, agents (their calls need the API), API and its workers, broker.
     with broker_for(settings), api_server(settings), contextlib.ExitStack() as stack:
         if not once:
             stack.callback(start_in_process(settings).stop)
