@@ -23,6 +23,7 @@ from agents.llm import LlmClient
 from agents.rca.graph import build_graph as build_rca
 from agents.remediation.graph import build_graph as build_remediation
 from agents.triage.graph import build_graph as build_triage
+from control_plane.approvals.schemas import ProposalRead, ProposalState
 from control_plane.events.schemas import Event
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,10 @@ class AgentWorker:
                     after = event.seq
                     if stop.is_set():
                         return
-                    # A busy stream (one alert per drifted feature: 60 on the 50-device demo) must not starve
-                    # the verification of an executed rollback until the stream goes quiet.
-                    if self.cursor.waiting and time.monotonic() - polled >= verify_every:
+                    # A busy stream (one alert per drifted feature: 60 on the demo) must not hold back the
+                    # verification of an executed rollback, nor its "executed" event queued behind the alerts.
+                    if time.monotonic() - polled >= verify_every:
+                        self.poll_executed()
                         self.poll_verifications()
                         polled = time.monotonic()
             except httpx.ReadTimeout:
@@ -133,12 +135,19 @@ class AgentWorker:
 
     def on_proposal(self, proposal_id: str) -> None:
         """Resume the remediation waiting on this proposal (a repeat resume finds nothing waiting)."""
-        proposal = self.client.get_proposal(proposal_id)
+        self._resume_waiting(self.client.get_proposal(proposal_id))
+
+    def poll_executed(self) -> None:
+        """Resume remediations whose proposal executed while its event still queues behind a burst of alerts."""
+        for proposal in self.client.list_proposals(state=[ProposalState.EXECUTED], limit=20).items:
+            self._resume_waiting(proposal)
+
+    def _resume_waiting(self, proposal: ProposalRead) -> None:
         if proposal.incident_id is None:
             return
         thread = {"configurable": {"thread_id": f"remediation:{proposal.incident_id}"}}
         state = self.remediation.get_state(thread)
-        if state.next and state.values.get("proposal_id") == proposal_id and "await_execution" in state.next:
+        if state.next and state.values.get("proposal_id") == proposal.id and "await_execution" in state.next:
             self._resume(thread)
 
     def poll_verifications(self) -> None:
