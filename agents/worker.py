@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from agents.llm import LlmClient
 from agents.rca.graph import build_graph as build_rca
 from agents.remediation.graph import build_graph as build_remediation
 from agents.triage.graph import build_graph as build_triage
+from control_plane.approvals.schemas import ProposalRead, ProposalState
 from control_plane.events.schemas import Event
 
 log = logging.getLogger(__name__)
@@ -66,30 +68,45 @@ class AgentWorker:
         self.rca = build_rca(checkpointer, client, llm, **options)
         self.remediation = build_remediation(checkpointer, client, llm, **options)
         self.handled = 0
+        self._stop = threading.Event()
 
-    def run(self, stop: threading.Event, *, start_at_head: bool = False, read_timeout: float = 2.0) -> None:
+    def run(self, stop: threading.Event, *, start_at_head: bool = False, read_timeout: float = 2.0,
+            verify_every: float = 5.0) -> None:
         """Follow the stream until ``stop`` is set; on a first start begin at the head or at the beginning."""
+        self._stop = stop
         after = self.cursor.load()
         if after is None:
             after = self.client.head() if start_at_head else 0
+        polled = time.monotonic()
         while not stop.is_set():
             try:
                 for event in self.client.events(after=after, resource_types=["incident", "proposal"],
                                                 read_timeout=read_timeout):
-                    self.handle(event)
+                    handled = self.handle(event)
+                    if stop.is_set() and handled is False:
+                        return  # cut off by the shutdown: the next start handles this event again
                     self.cursor.save(event.seq)
                     after = event.seq
                     if stop.is_set():
                         return
+                    # A busy stream (one alert per drifted feature: 60 on the demo) must not hold back the
+                    # verification of an executed rollback, nor its "executed" event queued behind the alerts.
+                    if time.monotonic() - polled >= verify_every:
+                        self.poll_executed()
+                        self.poll_verifications()
+                        polled = time.monotonic()
             except httpx.ReadTimeout:
                 self.poll_verifications()
+                polled = time.monotonic()
                 self.cursor.save(after)
                 continue
             except httpx.TransportError as exc:
+                if stop.is_set():
+                    return
                 log.warning("event stream unavailable (%s); retrying", type(exc).__name__)
                 stop.wait(1.0)
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: Event) -> bool:
         """Run what one event calls for; a failing graph is logged and does not stop the worker."""
         try:
             if event.action == "incident.alert_joined" and event.data.get("alert_id"):
@@ -97,8 +114,12 @@ class AgentWorker:
             elif event.action in PROPOSAL_MOVES:
                 self.on_proposal(event.resource_id)
         except Exception:  # one bad event must not stop the stream; the graph's checkpoint keeps its progress
+            if self._stop.is_set():  # the API is going away with us: no failure, the event is retried
+                log.info("agents: event %s (%s) cut off by the shutdown", event.seq, event.action)
+                return False
             log.exception("agents: handling event %s (%s) failed", event.seq, event.action)
         self.handled += 1
+        return True
 
     def on_alert(self, alert_id: str, incident_id: str, seq: int) -> None:
         """Triage the alert; investigate and remediate when triage says so."""
@@ -114,12 +135,19 @@ class AgentWorker:
 
     def on_proposal(self, proposal_id: str) -> None:
         """Resume the remediation waiting on this proposal (a repeat resume finds nothing waiting)."""
-        proposal = self.client.get_proposal(proposal_id)
+        self._resume_waiting(self.client.get_proposal(proposal_id))
+
+    def poll_executed(self) -> None:
+        """Resume remediations whose proposal executed while its event still queues behind a burst of alerts."""
+        for proposal in self.client.list_proposals(state=[ProposalState.EXECUTED], limit=20).items:
+            self._resume_waiting(proposal)
+
+    def _resume_waiting(self, proposal: ProposalRead) -> None:
         if proposal.incident_id is None:
             return
         thread = {"configurable": {"thread_id": f"remediation:{proposal.incident_id}"}}
         state = self.remediation.get_state(thread)
-        if state.next and state.values.get("proposal_id") == proposal_id and "await_execution" in state.next:
+        if state.next and state.values.get("proposal_id") == proposal.id and "await_execution" in state.next:
             self._resume(thread)
 
     def poll_verifications(self) -> None:
@@ -128,6 +156,8 @@ class AgentWorker:
             try:
                 self._resume({"configurable": {"thread_id": thread_id}})
             except Exception:  # keep polling the others; this one stays waiting
+                if self._stop.is_set():
+                    return
                 log.exception("agents: verification of %s failed", thread_id)
 
     def _resume(self, thread: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from agents.control_plane_client import ControlPlaneError
 from control_plane.approvals.schemas import ProposalState
 from control_plane.bootstrap import prepare
 from control_plane.cli.agents import start_in_process
@@ -25,7 +26,8 @@ from control_plane.demo_loop import (
     Faults,
     approve_and_verify,
     approver_client,
-    ensure_bad_version,
+    pending_ids,
+    register_bad_version,
     telemetry_feed,
     wait_for_pending,
 )
@@ -52,22 +54,27 @@ class DemoResult:
     devices: int
     seconds: float
     broker_authenticated: bool = False
+    connected_s: float | None = None
     canary_rollout_id: str | None = None
     first_pending_s: float | None = None
     fault_to_pending_s: float | None = None
+    fault_to_rollback_s: float | None = None
     proposal_id: str | None = None
     proposal_state: str | None = None
     verification: str | None = None
     recovered: bool = False
+    rollback_state: str | None = None
     approval_to_recovery_s: float | None = None
+    total_s: float | None = None
 
 
 def stop_on_sigterm() -> None:
-    """Let SIGTERM unwind like Ctrl-C, so the broker, fleet, agents and API are stopped and no port is left."""
+    """Let SIGTERM and SIGHUP unwind like Ctrl-C: broker, fleet, agents and API stopped, no port left."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)  # a closed terminal: the broker, in its own session, would stay up
 
 
 def ensure_demo_model(settings: Settings) -> None:
@@ -114,8 +121,9 @@ def broker_for(settings: Settings) -> Iterator[None]:
 @contextlib.contextmanager
 def api_server(settings: Settings) -> Iterator[uvicorn.Server]:
     """Serve the API in a background thread until the block ends."""
+    # A bounded graceful shutdown: an open browser tab's event stream would otherwise keep the server up.
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                           log_level="warning"))
+                                           log_level="warning", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, name="edgeloop-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -127,7 +135,7 @@ def api_server(settings: Settings) -> Iterator[uvicorn.Server]:
         yield server
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(60)  # the workers' last steps (audit checkpoint, drift pass) finish before the broker goes
 
 
 def provision(client: httpx.Client, count: int) -> list[dict[str, Any]]:
@@ -181,52 +189,59 @@ def run_demo(settings: Settings, *, devices: int = 50, once: bool = False, auto_
     ensure_demo_model(settings)
     token = (settings.data_dir / "admin.token").read_text().strip()
     faults = Faults()
-    bad_version = None if once else ensure_bad_version(settings, DEMO_MODEL)
-    with broker_for(settings), api_server(settings):
-        stop_agents = None if once else start_in_process(settings)
-        client = httpx.Client(base_url=settings.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    bad_version = None if once else register_bad_version(settings, DEMO_MODEL)
+    # Stopped in reverse order of start: fleet, agents (their calls need the API), API and its workers, broker.
+    with broker_for(settings), api_server(settings), contextlib.ExitStack() as stack:
+        if not once:
+            stack.callback(start_in_process(settings).stop)
+        client = stack.enter_context(httpx.Client(base_url=settings.base_url, timeout=30,
+                                                  headers={"Authorization": f"Bearer {token}"}))
         sim_root = settings.data_dir / "sim"
+        provisioning = time.monotonic()
         provisioned = provision(client, devices)
         faults.groups = {c["device_id"]: c.pop("group") for c in provisioned}
         configs = [EdgeConfig(**{**c, "state_dir": sim_root / c["device_id"]}) for c in provisioned]
         feed = None if once else telemetry_feed(faults, window_seconds=window_seconds)
         fleet = Fleet(configs, shared_root=sim_root / "_shared", workers=2, telemetry=feed)
         fleet.start()
-        try:
-            console.print(f"fleet: {devices} simulated edge agents in groups {', '.join(DEMO_GROUPS)} connecting to "
-                          f"{settings.mqtt_url}" + ("" if once else f", telemetry windows every {window_seconds:g}s"))
-            first = roll_out(client, rollout_timeout, version=1 if bad_version else None)
-            result = DemoResult(first["id"], first["state"], int(first["progress"]["succeeded"]), devices,
-                                time.monotonic() - started, broker_authenticated=bool(settings.mqtt_username))
-            if not once and bad_version is not None and result.rollout_state == "succeeded":
-                result = _close_loop(settings, client, faults, bad_version, result, started=started,
-                                     auto_approve=auto_approve, timeout=loop_timeout, windows=window_seconds)
-            _print_summary(settings, result)
-            if not once and not auto_approve:
-                with contextlib.suppress(KeyboardInterrupt):
-                    threading.Event().wait()
-            return result
-        finally:
-            if stop_agents is not None:
-                stop_agents.set()
-            fleet.stop()
-            client.close()
+        stack.callback(fleet.stop)
+        console.print(f"fleet: {devices} simulated edge agents in groups {', '.join(DEMO_GROUPS)} connecting to "
+                      f"{settings.mqtt_url}" + ("" if once else f", telemetry windows every {window_seconds:g}s"))
+        # The raw bring-up (provisioned and connected), the reference the loop's own times are read against.
+        fleet.wait_until(lambda f: f.snapshot()["connected"] == devices, rollout_timeout)
+        connected_s = time.monotonic() - provisioning
+        first = roll_out(client, rollout_timeout, version=1 if bad_version else None)
+        result = DemoResult(first["id"], first["state"], int(first["progress"]["succeeded"]), devices,
+                            time.monotonic() - started, broker_authenticated=bool(settings.mqtt_username),
+                            connected_s=connected_s)
+        if not once and bad_version is not None and result.rollout_state == "succeeded":
+            result = _close_loop(settings, client, faults, bad_version, result, started=started,
+                                 auto_approve=auto_approve, timeout=loop_timeout, windows=window_seconds)
+        result = dataclasses.replace(result, total_s=time.monotonic() - started)
+        _print_summary(settings, result)
+        if not once and not auto_approve:
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+            console.print("stopping: agents, fleet, API, broker …")
+        return result
 
 
 def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_version: int, result: DemoResult, *,
                 started: float, auto_approve: bool, timeout: float, windows: float) -> DemoResult:
     """Inject the two faults, wait for the agents' proposals, and with ``auto_approve`` close the loop."""
     time.sleep(3 * windows)  # v1's clean windows first: the reference the new version is compared against
-    console.print(f"[bold]fault 1[/]: canary rollout of the bad v{bad_version} to group {DEMO_GROUPS[0]} "
-                  f"(it fails {FAULTY_CALL_SHARE:.0%} of its calls)")
-    faults.bad_version = bad_version
-    canary = roll_out(client, timeout, version=bad_version, selector={"group": DEMO_GROUPS[0]}, waves=[50, 100])
-    console.print(f"[bold]fault 2[/]: covariate drift in group {DEMO_GROUPS[1]} (lower contrast, raised black level)")
-    faults.drifted_group = DEMO_GROUPS[1]
-    injected = time.monotonic()
     approver = approver_client(settings)
     try:
-        pending = wait_for_pending(approver, timeout)
+        stale = frozenset(pending_ids(approver))  # a rerun's queue still holds the previous run's proposals
+        console.print(f"[bold]fault 1[/]: canary rollout of the bad v{bad_version} to group {DEMO_GROUPS[0]} "
+                      f"(it fails {FAULTY_CALL_SHARE:.0%} of its calls)")
+        injected = time.monotonic()  # the clock starts at the first fault, so the canary's own rollout counts
+        faults.bad_version = bad_version
+        canary = roll_out(client, timeout, version=bad_version, selector={"group": DEMO_GROUPS[0]}, waves=[50, 100])
+        console.print(f"[bold]fault 2[/]: covariate drift in group {DEMO_GROUPS[1]} "
+                      "(lower contrast, raised black level)")
+        faults.drifted_group = DEMO_GROUPS[1]
+        pending = wait_for_pending(approver, timeout, ignore=stale)
         if pending is None:
             console.print(f"[bold red]no proposal reached the approval queue within {timeout:.0f}s[/]")
             return dataclasses.replace(result, canary_rollout_id=canary["id"])
@@ -239,19 +254,26 @@ def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_ve
         if not auto_approve:
             return result
         rollback = pending if pending.kind in ROLLBACK_KINDS else wait_for_pending(approver, timeout,
-                                                                                    kinds=ROLLBACK_KINDS)
+                                                                                    kinds=ROLLBACK_KINDS, ignore=stale)
         if rollback is None:
             console.print("[bold red]no rollback proposal for the bad version[/]")
             return result
         approved = time.monotonic()
-        done = approve_and_verify(approver, rollback, timeout)
-        recovered = done.state == ProposalState.EXECUTED and done.verification == "recovered"
+        result = dataclasses.replace(result, fault_to_rollback_s=approved - injected)
+        try:
+            recovery = approve_and_verify(approver, rollback, timeout)
+        except ControlPlaneError as exc:  # e.g. stale: the canary finished after the agent proposed
+            console.print(f"[bold red]the approval was refused[/]: {exc.message}", highlight=False)
+            return result
+        done = recovery.proposal
         result = dataclasses.replace(result, proposal_id=done.id, proposal_state=str(done.state),
-                                     verification=str(done.verification), recovered=recovered,
+                                     verification=str(done.verification), recovered=recovery.verified,
+                                     rollback_state=recovery.rollback_state,
                                      approval_to_recovery_s=time.monotonic() - approved)
-        others = [p.kind for p in approver.list_proposals(state=[ProposalState.PENDING]).items]
-        console.print(f"proposal {done.id}: {done.state}, verification {done.verification}; "
-                      f"still pending for a person: {', '.join(others) or 'none'}")
+        others = [p.kind for p in approver.list_proposals(state=[ProposalState.PENDING]).items if p.id not in stale]
+        console.print(f"proposal {done.id}: {done.state}, rollback {recovery.rollback_state}, verification "
+                      f"{done.verification} ({done.verification_note}); still pending for a person: "
+                      f"{', '.join(others) or 'none'}", highlight=False)
         return result
     finally:
         approver.close()
@@ -276,10 +298,22 @@ def _print_summary(settings: Settings, result: DemoResult) -> None:
         _print_approval_help(settings)
     if result.approval_to_recovery_s is not None:
         outcome = "approval → recovery verified" if result.recovered else "[bold red]recovery NOT verified[/] after"
-        console.print(f"{outcome}: {result.approval_to_recovery_s:.1f}s "
-                      f"(proposal {result.proposal_id}: {result.proposal_state}, verification {result.verification})")
+        console.print(f"{outcome}: {result.approval_to_recovery_s:.1f}s (proposal {result.proposal_id}: "
+                      f"{result.proposal_state}, rollback {result.rollback_state}, verification {result.verification})")
+    console.print(_timings(result), highlight=False)
     auth = f'-H "Authorization: Bearer $(cat {token_file})"'
     paths = ("/api/v1/fleet/rollouts", "/api/v1/fleet/devices", f"/api/v1/models/{DEMO_MODEL}", "/api/v1/audit/verify")
     for path in paths:
         console.print(f"  curl {auth} {url}{path}", highlight=False)
     console.print("Ctrl-C stops the demo (broker, fleet, agents and API).\n")
+
+
+def _timings(result: DemoResult) -> str:
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    return (f"timings ({result.devices} devices): start → fleet up {seconds(result.seconds)} (provisioned and "
+            f"connected in {seconds(result.connected_s)}); fault injected → "
+            f"first proposal pending {seconds(result.fault_to_pending_s)} (the rollback's "
+            f"{seconds(result.fault_to_rollback_s)}); approval → recovery verified "
+            f"{seconds(result.approval_to_recovery_s if result.recovered else None)}; total {seconds(result.total_s)}")

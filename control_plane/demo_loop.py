@@ -16,12 +16,14 @@ from control_plane.auth.roles import Role
 from control_plane.auth.schemas import TokenCreate
 from control_plane.cli.context import CLI_ACTOR, console, db_session
 from control_plane.registry import pipeline
-from control_plane.registry import service as registry
 from control_plane.registry.store import ArtifactStore
 from control_plane.settings import Settings
 from edge_agent.simulator import TelemetryFeed
 
 ROLLBACK_KINDS = frozenset({"rollout.rollback", "rollout.abort"})
+# The rollout state that means the action finished on every device: the rollback rollout succeeded, or the aborted
+# canary returned its wave.
+FINISHED = {"rollout.rollback": frozenset({"succeeded"}), "rollout.abort": frozenset({"aborted", "rolled_back"})}
 FAULTY_CALL_SHARE = 0.7  # the bad version fails this share of its inference calls on-device
 
 
@@ -34,12 +36,13 @@ class Faults:
     groups: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_bad_version(settings: Settings, model_name: str) -> int:
-    """Register a bad candidate: the same training data (one dataset, one baseline) with a two-unit MLP."""
+def register_bad_version(settings: Settings, model_name: str) -> int:
+    """Register a new bad candidate: the same training data (one dataset, one baseline) with a two-unit MLP.
+
+    A new version on every start: a rerun's alerts then open fresh instead of refreshing the ones the previous run
+    left open (alerts are keyed by model version), so each run proposes and verifies its own rollback.
+    """
     with db_session(settings) as session:
-        versions = registry.list_versions(session=session, model_name=model_name)
-        if len(versions) >= 2:
-            return max(v.version for v in versions)
         data = pipeline.load_sklearn_dataset("digits")
         result = pipeline.register_quantized_model(
             session=session, store=ArtifactStore(settings.artifacts_dir, settings.max_artifact_bytes),
@@ -78,30 +81,60 @@ def approver_client(settings: Settings) -> ControlPlaneClient:
     return ControlPlaneClient(f"http://127.0.0.1:{settings.port}", token, timeout_seconds=30)
 
 
-def wait_for_pending(client: ControlPlaneClient, timeout: float, *, kinds: frozenset[str] | None = None
-                     ) -> ProposalRead | None:
-    """Poll the approval queue until a pending proposal (of ``kinds``) appears."""
+def pending_ids(client: ControlPlaneClient) -> set[str]:
+    """Return the ids in the approval queue now (a rerun finds the previous run's proposals there)."""
+    return {p.id for p in client.list_proposals(state=[ProposalState.PENDING]).items}
+
+
+def wait_for_pending(client: ControlPlaneClient, timeout: float, *, kinds: frozenset[str] | None = None,
+                     ignore: frozenset[str] = frozenset()) -> ProposalRead | None:
+    """Poll the approval queue until a pending proposal (of ``kinds``, not in ``ignore``) appears."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proposal in client.list_proposals(state=[ProposalState.PENDING]).items:
-            if kinds is None or proposal.kind in kinds:
+            if proposal.id not in ignore and (kinds is None or proposal.kind in kinds):
                 return proposal
         time.sleep(0.5)
     return None
 
 
-def approve_and_verify(client: ControlPlaneClient, proposal: ProposalRead, timeout: float) -> ProposalRead:
-    """Approve the proposal, wait for its execution and for the worker's verification."""
+@dataclass(frozen=True)
+class Recovery:
+    """How an approved rollback ended: the proposal, its rollback rollout and whether both prove recovery."""
+
+    proposal: ProposalRead
+    rollback_state: str | None
+
+    @property
+    def verified(self) -> bool:
+        """Executed, the rollback rollout finished on every device, and fresh telemetry says recovered."""
+        return (self.proposal.state == ProposalState.EXECUTED
+                and self.rollback_state in FINISHED.get(self.proposal.kind, frozenset())
+                and self.proposal.verification is not None and self.proposal.verification.value == "recovered")
+
+
+def approve_and_verify(client: ControlPlaneClient, proposal: ProposalRead, timeout: float) -> Recovery:
+    """Approve the proposal, wait for its execution, its rollback rollout and the worker's verification."""
     client.approve(proposal.id, "demo --auto-approve: the injected fault is confirmed")
     console.print(f"approved {proposal.kind} {proposal.id} as a separate approver; waiting for execution …")
     done = client.wait_for_proposal(proposal.id, timeout_seconds=timeout)
     if done.state != ProposalState.EXECUTED:
-        return done
-    console.print(f"executed: {done.result}; waiting for fresh telemetry to verify the recovery …")
-    deadline = time.monotonic() + timeout
+        return Recovery(done, None)
+    rollout_id = (done.result or {}).get("rollback_rollout_id") or done.params.get("rollout_id")
+    console.print(f"executed: {done.result}; waiting for the rollback to finish and fresh telemetry to verify "
+                  "the recovery …")
+    deadline, said, rollout_state = time.monotonic() + timeout, "", None
     while time.monotonic() < deadline:
         done = client.get_proposal(proposal.id)
-        if done.verification is not None:
+        rollout = client.read_json(f"/fleet/rollouts/{rollout_id}") if rollout_id else {}
+        rollout_state = rollout.get("state")
+        progress = rollout.get("progress", {})
+        line = (f"rollback {rollout_id}: {rollout_state}, {progress.get('succeeded', 0)}/{progress.get('total', 0)} "
+                f"devices back; verification {done.verification.value if done.verification else 'pending'}")
+        if line != said:  # what is being waited for, so a slow step names itself
+            console.print(line, highlight=False)
+            said = line
+        if done.verification is not None and rollout_state not in (None, "pending", "in_progress"):
             break
         time.sleep(0.5)
-    return done
+    return Recovery(done, rollout_state)

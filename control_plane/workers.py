@@ -34,6 +34,7 @@ class PeriodicWorker:
         self._step = step
         self._final_step = final_step
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[object] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
@@ -41,8 +42,9 @@ class PeriodicWorker:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._step))
             try:
-                await asyncio.to_thread(self._step)
+                await asyncio.shield(self._in_flight)
             except Exception:
                 log.exception("worker %s step failed", self.name)
 
@@ -51,6 +53,13 @@ class PeriodicWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # Cancelling the task does not stop a step's thread: wait for it, so no step runs on after shutdown
+        # (against a disposed database, or next to the final step below).
+        if self._in_flight is not None and not self._in_flight.done():
+            try:
+                await self._in_flight
+            except Exception:
+                log.exception("worker %s step failed", self.name)
         # One last step on shutdown, so e.g. the final audit head is checkpointed.
         if self._final_step:
             try:

@@ -51,15 +51,17 @@ def plan_action(finding: dict[str, Any], *, incident_id: str, now: float,
 
 def judge_recovery(windows: list[dict[str, Any]], *, proposal: dict[str, Any], executed_at: float,
                    min_windows: int, max_error_rate: float) -> tuple[str, str]:
-    """Return (outcome, note) from windows that closed after execution: recovered, not_recovered or unknown."""
+    """Return (outcome, note) from windows that began after execution: recovered, not_recovered or unknown."""
     params = proposal.get("params") or {}
-    fresh = [w for w in windows if float(w["window_end"]) > executed_at]
+    # A window that began before the action took effect mixes calls from before and after it: with 50 devices the
+    # first windows to close after a rollback are mostly such, and judged the rollback "not recovered".
+    fresh = [w for w in windows if float(w["window_start"]) >= executed_at]
     if params.get("device_id"):
         fresh = [w for w in fresh if w["device_id"] != params["device_id"]]
     if len(fresh) < min_windows:
-        return "unknown", f"only {len(fresh)} window(s) since execution, {min_windows} needed"
+        return "unknown", f"only {len(fresh)} window(s) begun since execution, {min_windows} needed"
     calls = sum(int(w.get("calls") or 0) for w in fresh)
     errors = sum(int(w.get("errors") or 0) for w in fresh)
     rate = errors / calls if calls else 0.0
-    note = f"{len(fresh)} windows since execution, error rate {rate:.1%} (threshold {max_error_rate:.1%})"
+    note = f"{len(fresh)} windows begun since execution, error rate {rate:.1%} (threshold {max_error_rate:.1%})"
     return ("recovered" if rate <= max_error_rate else "not_recovered"), note

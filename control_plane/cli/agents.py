@@ -33,7 +33,19 @@ def run(api_url: Annotated[str | None, typer.Option(help="Overrides EDGELOOP_AGE
         stop.set()
 
 
-def start_in_process(settings: Any) -> threading.Event:
+class InProcessAgents:
+    """The agents' worker thread next to the server; stop it before the server so no call is cut off."""
+
+    def __init__(self, thread: threading.Thread, stop_event: threading.Event) -> None:
+        self.thread, self.stop_event = thread, stop_event
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the worker to stop after its current event and wait for it."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
+def start_in_process(settings: Any) -> InProcessAgents:
     """Mint an agent token in the database and run the worker in a daemon thread next to the server."""
     from agents.config import AgentSettings
     from agents.runner import run_worker, wait_until_up
@@ -53,5 +65,6 @@ def start_in_process(settings: Any) -> threading.Event:
         if wait_until_up(url, stop):
             run_worker(agent_settings, token, stop)
 
-    threading.Thread(target=_run, name="edgeloop-agents", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=_run, name="edgeloop-agents", daemon=True)
+    thread.start()
+    return InProcessAgents(thread, stop)

@@ -104,7 +104,7 @@ def serve(ctx: typer.Context, host: HostOption = None, port: PortOption = None,
         run_server(settings)
     finally:
         if stop_agents is not None:
-            stop_agents.set()
+            stop_agents.stop_event.set()  # the server has already stopped: nothing left to finish
 
 
 @app.command()

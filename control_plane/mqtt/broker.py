@@ -159,8 +159,10 @@ class PrivateMosquitto:
 
     def start(self, timeout: float = 10.0) -> PrivateMosquitto:
         """Start the broker and wait until it accepts connections."""
+        # Its own session: a terminal's Ctrl-C reaches only us, and we stop the broker last, after the fleet and
+        # the control plane have disconnected (otherwise every client logs the broker's sudden death).
         self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
         # mosquitto writes its own pid_file only when daemonised; this is what a reload signals.
         self.pid_file.write_text(f"{self.process.pid}\n")
         if not wait_for_port(self.port, timeout):

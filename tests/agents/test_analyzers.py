@@ -119,10 +119,10 @@ def test_no_support_means_harmless_with_low_confidence() -> None:
 
 
 def test_recovery_counts_only_windows_after_execution_and_leaves_the_quarantined_device_out() -> None:
-    windows = [{"device_id": "d1", "window_end": 200.0, "calls": 10, "errors": 0},
-               {"device_id": "d2", "window_end": 210.0, "calls": 10, "errors": 1},
-               {"device_id": "d3", "window_end": 220.0, "calls": 10, "errors": 10},
-               {"device_id": "d1", "window_end": 50.0, "calls": 10, "errors": 10}]
+    windows = [{"device_id": "d1", "window_start": 190.0, "window_end": 200.0, "calls": 10, "errors": 0},
+               {"device_id": "d2", "window_start": 200.0, "window_end": 210.0, "calls": 10, "errors": 1},
+               {"device_id": "d3", "window_start": 210.0, "window_end": 220.0, "calls": 10, "errors": 10},
+               {"device_id": "d1", "window_start": 40.0, "window_end": 50.0, "calls": 10, "errors": 10}]
     proposal = {"params": {"device_id": "d3"}}
     assert judge_recovery(windows, proposal=proposal, executed_at=100, min_windows=2, max_error_rate=0.1)[0] == \
         "recovered"
@@ -130,6 +130,21 @@ def test_recovery_counts_only_windows_after_execution_and_leaves_the_quarantined
         "unknown"
     assert judge_recovery(windows, proposal={"params": {}}, executed_at=100, min_windows=2,
                           max_error_rate=0.1)[0] == "not_recovered"
+
+
+def test_recovery_ignores_windows_that_began_before_the_action_took_effect() -> None:
+    # The 50-device demo's rollback: the first windows to close after it straddle it and still carry bad calls.
+    straddling = [{"device_id": f"d{i}", "window_start": 99.0, "window_end": 101.0, "calls": 20, "errors": 7}
+                  for i in range(5)]
+    after = [{"device_id": f"d{i}", "window_start": 101.0, "window_end": 103.0, "calls": 20, "errors": 0}
+             for i in range(3)]
+    assert judge_recovery(straddling, proposal={"params": {}}, executed_at=100, min_windows=3,
+                          max_error_rate=0.05)[0] == "unknown"
+    assert judge_recovery(straddling + after, proposal={"params": {}}, executed_at=100, min_windows=3,
+                          max_error_rate=0.05)[0] == "recovered"
+    still_bad = [{**w, "errors": 7} for w in after]
+    assert judge_recovery(straddling + still_bad, proposal={"params": {}}, executed_at=100, min_windows=3,
+                          max_error_rate=0.05)[0] == "not_recovered"
 
 
 def test_with_two_groups_the_bad_one_is_compared_with_the_other() -> None:

@@ -55,8 +55,9 @@ def test_device_fault_is_triaged_explained_and_proposed_then_verified_after_rest
         assert approver.wait_for_proposal(proposal_id, timeout_seconds=30).state == ProposalState.EXECUTED
     with agent_client(served.url, database) as client, open_checkpointer(checkpoints) as saver:
         worker = AgentWorker(client, saver, None, Cursor(tmp_path / "cursor.json"))
-        # Executed, but no window has closed since: the graph waits for telemetry instead of guessing.
-        worker.on_proposal(proposal_id)
+        # Executed, but no window has closed since: the graph waits for telemetry instead of guessing. The
+        # "executed" event is not read yet (queued behind a burst of alerts): the busy-stream poll finds it.
+        worker.poll_executed()
         assert client.get_proposal(proposal_id).verification is None
         assert worker.cursor.waiting == {f"remediation:{triage['incident_id']}"}
         for device in ("d1", "d2", "d4"):
