@@ -252,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_note": "SSE p99 / polling p99 (SQLite)",
         "pass": all(c["pass"] for c in checks if c["pass"] is not None),
         "checks": checks,
-        "config": {"server": "edgeloop serve: uvicorn, 1 worker; SQLite WAL (hub polls the audit head every "
-                             "20 ms); PostgreSQL: LISTEN/NOTIFY", "subscribers": args.subscribers,
+        "config": {"server": "edgeloop serve: uvicorn, 1 worker; SQLite WAL (hub stats the database "
+                             "files every 5 ms, reads on change); PostgreSQL: LISTEN/NOTIFY",
+                   "subscribers": args.subscribers,
                    "changes_per_s": args.rate, "seconds": args.seconds, "quick": args.quick,
                    "writer": "separate process, control_plane.audit.service.record, 1 entry per transaction",
                    "sse_clients": f"raw asyncio sockets split over {args.client_processes} processes, "
