@@ -54,8 +54,8 @@ SENT = re.compile(rb'"bench_sent":([0-9.]+)')
 DEVICES = 200
 
 
-def make_payloads(count: int, *, sent_marker: bool = False) -> list[tuple[str, bytes]]:
-    """Return (topic, payload) pairs: real recorded windows re-addressed to DEVICES devices, recent times."""
+def make_payloads(count: int, *, sent_marker: bool = False, devices: int = DEVICES) -> list[tuple[str, bytes]]:
+    """Return (topic, payload) pairs: real recorded windows re-addressed to ``devices`` devices, recent times."""
     baseline = make_baseline()
     sink = ListSink()
     for d in range(8):
@@ -68,8 +68,8 @@ def make_payloads(count: int, *, sent_marker: bool = False) -> list[tuple[str, b
     run = uuid.uuid4().hex[:6]
     for i in range(count):
         message = dict(templates[i % len(templates)])
-        device_id = f"bench-{run}-{i % DEVICES:03d}"
-        seq = i // DEVICES + 1
+        device_id = f"bench-{run}-{i % devices:03d}"
+        seq = i // devices + 1
         message.update(device_id=device_id, window_seq=seq, window_start=base + seq, window_end=base + seq + 60)
         if sent_marker:
             message["bench_sent"] = 0.0  # placeholder, patched at publish time

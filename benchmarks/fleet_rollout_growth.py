@@ -1,0 +1,91 @@
+"""Rollout time vs fleet size (default 100, 1,000, 3,000 simulated devices), against raw broker fan-out per size.
+
+Each size is benchmarks/fleet_rollout.measure on a fresh private mosquitto, a fresh control plane (`edgeloop
+serve`, one uvicorn worker, SQLite WAL) and fresh simulated devices (edge_agent.simulator.Fleet, one epoll
+thread): the peer is mosquitto's raw fan-out of one retained manifest of the real size to each of N subscribers,
+measured in the same run just before the rollout; Edgeloop's time runs from POST /fleet/deployments until the
+rollout is `succeeded` (every device downloaded, verified, self-tested, activated and reported back).
+
+    python benchmarks/fleet_rollout_growth.py [--quick] [--sizes 100,1000,3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._growth import host, plot, write_results
+from benchmarks.fleet_rollout import TARGET_S, measure
+
+NAME = "fleet_rollout_growth"
+PER_DEVICE_TARGET_MS = TARGET_S * 1000 / 1000  # fleet_rollout's target: 1,000 devices in 30 s = 30 ms per device
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure each fleet size; write results/fleet_rollout_growth.json and .png."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 and 300 devices")
+    parser.add_argument("--sizes", default="100,1000,3000")
+    parser.add_argument("--workers", type=int, default=64, help="simulator OTA threads")
+    args = parser.parse_args(argv)
+    sizes = [100, 300] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    load_start = os.getloadavg()
+    points: list[dict[str, Any]] = []
+    for devices in sizes:
+        run = measure(devices, args.workers)
+        point = {key: run[key] for key in ("devices", "state", "load_avg_1m")}
+        point.update({"rollout_s": round(run["rollout_s"], 3), "fanout_s": round(run["fanout_s"], 3),
+                      "device_side_s": round(run["device_side_s"], 3) if run["device_side_s"] else None,
+                      "rollout_ms_per_device": round(run["rollout_s"] * 1000 / devices, 2),
+                      "ratio": round(run["rollout_s"] / run["fanout_s"], 2) if run["fanout_s"] else None})
+        points.append(point)
+        print(f"devices={devices:>5,}  rollout {run['rollout_s']:.2f}s ({run['state']})  raw fan-out "
+              f"{run['fanout_s']:.3f}s", flush=True)
+    checks = []
+    for point in points:
+        budget_s = PER_DEVICE_TARGET_MS * point["devices"] / 1000
+        checks.append({"name": f"deploy -> all {point['devices']:,} activated (control plane view) vs raw "
+                               "retained fan-out of the manifests",
+                       "target": f"<= {PER_DEVICE_TARGET_MS:g} ms per device ({budget_s:g} s)",
+                       "measured": point["rollout_s"], "peer": point["fanout_s"], "unit": "s", "ratio": point["ratio"],
+                       "pass": point["state"] == "succeeded"
+                       and point["rollout_ms_per_device"] <= PER_DEVICE_TARGET_MS})
+    panels = [
+        {"xlabel": "simulated devices in the rollout", "ylabel": "seconds until all activated", "logx": True,
+         "logy": True, "subtitle": "wall time (log-log)",
+         "series": {"Edgeloop rollout (deploy -> succeeded)": (sizes, [p["rollout_s"] for p in points]),
+                    "Edgeloop, device view (all report activated)": (sizes, [p["device_side_s"] for p in points]),
+                    "peer: mosquitto raw retained fan-out": (sizes, [p["fanout_s"] for p in points])}},
+        {"xlabel": "simulated devices in the rollout", "ylabel": "milliseconds per device", "logx": True,
+         "subtitle": "rollout cost per device",
+         "series": {"Edgeloop rollout": (sizes, [p["rollout_ms_per_device"] for p in points]),
+                    "peer: raw fan-out": (sizes, [p["fanout_s"] * 1000 / p["devices"] for p in points])}},
+    ]
+    png = plot(NAME, panels, "int8 rollout vs fleet size (one control plane, one simulator process, same run)")
+    path = write_results(NAME, {
+        "title": "Rollout time vs fleet size (raw broker fan-out of the same manifests, same run)",
+        "target": f"<= {PER_DEVICE_TARGET_MS:g} ms per device at every size (fleet_rollout: 1,000 in {TARGET_S:g} s)",
+        "measured": points[-1]["rollout_s"], "peer": points[-1]["fanout_s"], "unit": "s",
+        "ratio": points[-1]["ratio"], "ratio_note": "Edgeloop rollout seconds / raw fan-out seconds, largest size",
+        "pass": all(c["pass"] for c in checks), "checks": checks, "plot": f"results/{png.name}",
+        "config": {"sizes": sizes, "quick": args.quick, "ota_threads": args.workers,
+                   "edgeloop": "edgeloop serve (uvicorn, 1 worker), SQLite WAL, MQTT 5 bridge (shared subscription), "
+                               "strategy all_at_once, EDGELOOP_FLEET_STEP_SECONDS=0.5; devices download the int8 "
+                               "artifact over HTTP with their own token, verify sha256 and signature, self-test",
+                   "devices": "edge_agent.simulator.Fleet in the benchmark process (epoll, shared onnxruntime "
+                              "session per sha256), on the same 2 cores as the server and the broker",
+                   "peer": "one paho publisher, QoS 1 retained, one manifest per device topic; N paho subscribers "
+                           "on one epoll loop"},
+        "details": {"points": points},
+        "host": host(load_start),
+    })
+    print(f"wrote {path} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
