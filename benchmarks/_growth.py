@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+QUICK_DIR = Path(__file__).resolve().parent / ".work" / "quick"  # gitignored: a smoke run never replaces a result
+
+
+def out_dir(quick: bool) -> Path:
+    """Return where results go: results/ for real runs, benchmarks/.work/quick/ for --quick."""
+    return QUICK_DIR if quick else RESULTS_DIR
 
 
 def host(load_start: Sequence[float]) -> dict[str, Any]:
@@ -20,16 +26,16 @@ def host(load_start: Sequence[float]) -> dict[str, Any]:
             "load_avg_end": [round(x, 2) for x in os.getloadavg()]}
 
 
-def write_results(name: str, document: dict[str, Any]) -> Path:
-    """Write results/<name>.json with the generation time; return the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def write_results(name: str, document: dict[str, Any], quick: bool = False) -> Path:
+    """Write <out_dir>/<name>.json with the generation time; return the path."""
+    out_dir(quick).mkdir(parents=True, exist_ok=True)
+    path = out_dir(quick) / f"{name}.json"
     document = {"name": name, **document, "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
 
 
-def plot(name: str, panels: list[dict[str, Any]], title: str) -> Path:
+def plot(name: str, panels: list[dict[str, Any]], title: str, quick: bool = False) -> Path:
     """Draw one panel per dict {xlabel, ylabel, series: {label: (xs, ys)}, logx, logy}; save results/<name>.png."""
     import matplotlib
 
@@ -54,8 +60,8 @@ def plot(name: str, panels: list[dict[str, Any]], title: str) -> Path:
         axis.legend(fontsize=8)
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.png"
+    out_dir(quick).mkdir(parents=True, exist_ok=True)
+    path = out_dir(quick) / f"{name}.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

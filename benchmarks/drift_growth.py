@@ -126,13 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         {"xlabel": f"features, {feature_rows:,} rows per side", "ylabel": ylabel, "logx": True, "logy": True,
          "subtitle": "time vs features", "series": series(by_features, features_axis)},
     ]
-    png = plot(NAME, panels, "Exact drift (KS+PSI+chi2+JS, BH) vs scipy ks_2samp per feature, same run")
+    png = plot(NAME, panels, "Exact drift (KS+PSI+chi2+JS, BH) vs scipy ks_2samp per feature, same run",
+               quick=args.quick)
     path = write_results(NAME, {
         "title": "Drift time vs rows and features (Edgeloop exact drift vs scipy ks_2samp loop, same run)",
         "target": f"near-linear growth (log-log slope <= {SLOPE_TARGET}) on both axes; <= 0.2x the peer's time",
         "measured": checks[1]["measured"], "peer": checks[1]["peer"], "unit": "s", "ratio": checks[1]["ratio"],
         "ratio_note": "Edgeloop 1-thread CPU seconds / scipy ks_2samp loop CPU seconds at the largest row cell",
-        "pass": all(c["pass"] for c in checks), "checks": checks, "plot": f"results/{png.name}",
+        "pass": all(c["pass"] for c in checks), "checks": checks, "plot": png.name,
         "config": {"edgeloop": "control_plane.drift.selection.detect_drift: exact KS on raw values, PSI/chi2/JS "
                                "on reference deciles, Benjamini-Hochberg; best of 3 (1 at >= 10M cells)",
                    "peer": "scipy.stats.ks_2samp(method='asymp') per feature, single-threaded, same arrays, "
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                            "rounded to 0.1, every 10th drifted)"},
         "details": {"by_rows": by_rows, "by_features": by_features},
         "host": host(load_start),
-    })
+    }, quick=args.quick)
     print(f"wrote {path} and {png}")
     return 0
 

@@ -65,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
          "series": {"Edgeloop rollout": (sizes, [p["rollout_ms_per_device"] for p in points]),
                     "peer: raw fan-out": (sizes, [p["fanout_s"] * 1000 / p["devices"] for p in points])}},
     ]
-    png = plot(NAME, panels, "int8 rollout vs fleet size (one control plane, one simulator process, same run)")
+    png = plot(NAME, panels, "int8 rollout vs fleet size (one control plane, one simulator process, same run)",
+               quick=args.quick)
     path = write_results(NAME, {
         "title": "Rollout time vs fleet size (raw broker fan-out of the same manifests, same run)",
         "target": f"<= {PER_DEVICE_TARGET_MS:g} ms per device at every size (fleet_rollout: 1,000 in {TARGET_S:g} s)",
         "measured": points[-1]["rollout_s"], "peer": points[-1]["fanout_s"], "unit": "s",
         "ratio": points[-1]["ratio"], "ratio_note": "Edgeloop rollout seconds / raw fan-out seconds, largest size",
-        "pass": all(c["pass"] for c in checks), "checks": checks, "plot": f"results/{png.name}",
+        "pass": all(c["pass"] for c in checks), "checks": checks, "plot": png.name,
         "config": {"sizes": sizes, "quick": args.quick, "ota_threads": args.workers,
                    "edgeloop": "edgeloop serve (uvicorn, 1 worker), SQLite WAL, MQTT 5 bridge (shared subscription), "
                                "strategy all_at_once, EDGELOOP_FLEET_STEP_SECONDS=0.5; devices download the int8 "
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                            "on one epoll loop"},
         "details": {"points": points},
         "host": host(load_start),
-    })
+    }, quick=args.quick)
     print(f"wrote {path} and {png}")
     return 0
 
