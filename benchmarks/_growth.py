@@ -42,7 +42,7 @@ def plot(name: str, panels: list[dict[str, Any]], title: str, quick: bool = Fals
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(max(8.5, 6.2 * len(panels)), 4.6), squeeze=False)
     for axis, panel in zip(axes[0], panels, strict=True):
         for (label, (xs, ys)), marker in zip(panel["series"].items(), "os^vD", strict=False):
             points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]

@@ -118,7 +118,7 @@ async def poll_client(url: str, token: str, received: dict[int, float], client: 
 
 
 async def _clients(mode: str, port: int, token: str, count: int, cursor: int, run_seconds: float,
-                   ready_pipe: Any) -> list[dict[int, float]]:
+                   ready_pipe: Any, stop: Any) -> list[dict[int, float]]:
     inboxes: list[dict[int, float]] = [{} for _ in range(count)]
     url = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=count + 5, max_keepalive_connections=count + 5)
@@ -132,7 +132,12 @@ async def _clients(mode: str, port: int, token: str, count: int, cursor: int, ru
             tasks = [asyncio.create_task(poll_client(url, token, inbox, client, cursor, i / count))
                      for i, inbox in enumerate(inboxes)]
         ready_pipe.send("ready")
-        await asyncio.sleep(run_seconds)
+        # Until the parent says the writer is done (plus a grace period), not for a fixed time: on a loaded
+        # machine a PostgreSQL writer falls behind its schedule (each commit waits for a WAL flush), and entries
+        # committed after a fixed-length listen would count as "missing" though the server delivers them.
+        deadline = time.monotonic() + run_seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -140,9 +145,9 @@ async def _clients(mode: str, port: int, token: str, count: int, cursor: int, ru
 
 
 def client_process(mode: str, port: int, token: str, count: int, cursor: int, run_seconds: float,
-                   ready_pipe: Any, out: Any) -> None:
-    """Run ``count`` clients of one mode for ``run_seconds``; send back their inboxes."""
-    out.send(asyncio.run(_clients(mode, port, token, count, cursor, run_seconds, ready_pipe)))
+                   ready_pipe: Any, out: Any, stop: Any) -> None:
+    """Run ``count`` clients of one mode until ``stop`` is set (at most ``run_seconds``); send back their inboxes."""
+    out.send(asyncio.run(_clients(mode, port, token, count, cursor, run_seconds, ready_pipe, stop)))
 
 
 def run_writer(database_url: str, rate: float, seconds: float) -> tuple[multiprocessing.Process, Any]:
@@ -163,22 +168,27 @@ def phase(mode: str, port: int, token: str, pid: int, database_url: str, subscri
     """Run one phase (sse or poll) and summarise latency and server CPU per delivered event."""
     url = f"http://127.0.0.1:{port}"
     cursor = head(url, token)
-    run_seconds = seconds + 5.0  # writer start delay, the run, the last poll round
+    run_seconds = seconds * 10 + 60.0  # a cap only: the clients stop when the writer is done
+    stop = multiprocessing.Event()
     workers = []
     for index in range(processes):
         count = subscribers // processes + (1 if index < subscribers % processes else 0)
         ready_parent, ready_child = multiprocessing.Pipe(duplex=False)
         out_parent, out_child = multiprocessing.Pipe(duplex=False)
         process = multiprocessing.Process(target=client_process, args=(mode, port, token, count, cursor,
-                                                                       run_seconds, ready_child, out_child))
+                                                                       run_seconds, ready_child, out_child, stop))
         process.start()
         workers.append((process, ready_parent, out_parent))
     for _, ready_parent, _ in workers:
         ready_parent.recv()
     cpu_before = process_cpu_seconds(pid)
+    writer_started = time.monotonic()
     writer_process, pipe = run_writer(database_url, rate, seconds)
     commits: dict[int, float] = pipe.recv()
     writer_process.join()
+    writer_seconds = time.monotonic() - writer_started
+    time.sleep(2.5)  # the last poll round (1 s) and delivery of the last commits
+    stop.set()
     inboxes: list[dict[int, float]] = []
     for process, _, out_parent in workers:
         inboxes += out_parent.recv()
@@ -188,7 +198,8 @@ def phase(mode: str, port: int, token: str, pid: int, database_url: str, subscri
                  if seq in inbox]
     expected = len(commits) * subscribers
     delivered = len(latencies)
-    return {"mode": mode, "events_written": len(commits), "deliveries_expected": expected,
+    return {"mode": mode, "events_written": len(commits), "writer_seconds": round(writer_seconds, 2),
+            "deliveries_expected": expected,
             "deliveries": delivered, "missing": expected - delivered,
             "p50_ms": round(percentile(latencies, 0.5), 2), "p99_ms": round(percentile(latencies, 0.99), 2),
             "max_ms": round(max(latencies), 2) if latencies else None,

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         series[f"Edgeloop ingest, {engine}"] = (device_counts, [p["ingest_per_s"] for p in points])
         series[f"peer: broker-only ({engine} run)"] = (device_counts, [p["broker_only_per_s"] for p in points])
     png = plot(NAME, [{"xlabel": f"devices sending (same {args.windows:,} windows spread over them)",
-                       "ylabel": "windows stored per second", "logx": True, "series": series,
+                       "ylabel": "windows per second (Edgeloop: stored; peer: decoded)", "logx": True, "series": series,
                        "subtitle": f"{args.consumers} consumers, shared subscription, zero-loss runs"}],
                "Telemetry ingest rate vs devices, with mosquitto's broker-only rate in the same run", quick=args.quick)
     path = write_results(NAME, {
