@@ -117,6 +117,8 @@ def database_metrics(session: Session) -> list[Metric]:
                                .order_by(Proposal.executed_at.desc()).limit(RECENT_ROWS))
     execution: dict[str, list[float]] = {}
     for kind, decided_at, executed_at in executed:
+        if decided_at is None or executed_at is None:
+            continue
         execution.setdefault(str(kind), []).append(max(0.0, (executed_at - decided_at).total_seconds()))
     # The other half of "approval latency": how long an approved action waits for, and takes in, its executor.
     metrics += _quantiles("edgeloop_approval_execution_latency_seconds",
