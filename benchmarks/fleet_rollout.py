@@ -107,7 +107,8 @@ def raw_fanout(port: int, count: int, envelope: bytes) -> float:
     return elapsed
 
 
-def prepare_control_plane(data_dir: Path, devices: int, mqtt_url: str, port: int) -> dict[str, Any]:
+def prepare_control_plane(data_dir: Path, devices: int, mqtt_url: str, port: int,
+                          estimator: Any = None) -> dict[str, Any]:
     """Migrate, register the demo int8 model, provision devices; return tokens and a sample manifest size."""
     from control_plane.auth import service as auth_service
     from control_plane.auth.roles import Role
@@ -133,7 +134,7 @@ def prepare_control_plane(data_dir: Path, devices: int, mqtt_url: str, port: int
     with database.transaction() as session:
         result = pipeline.register_quantized_model(
             session=session, store=store, actor="admin:bench", model_name="digits-mlp", data=data,
-            estimator=pipeline.train_mlp(data), params={"hidden": [256, 256]})
+            estimator=estimator if estimator is not None else pipeline.train_mlp(data), params={"hidden": [256, 256]})
         _, operator = auth_service.create_token(session=session, actor="admin:bench",
                                                 request=TokenCreate(name="bench", role=Role.OPERATOR))
         for index in range(devices):
@@ -151,8 +152,11 @@ def prepare_control_plane(data_dir: Path, devices: int, mqtt_url: str, port: int
             "version": result.version}
 
 
-def measure(devices: int, workers: int = 64, keep: bool = False) -> dict[str, Any]:
-    """Roll out to ``devices`` fresh simulated devices; return raw fan-out, rollout and device-side seconds."""
+def measure(devices: int, workers: int = 64, keep: bool = False, estimator: Any = None) -> dict[str, Any]:
+    """Roll out to ``devices`` fresh simulated devices; return raw fan-out, rollout and device-side seconds.
+
+    ``estimator``: an already trained digits MLP to register (a growth run trains once for all sizes).
+    """
     from control_plane.mqtt.broker import PrivateMosquitto, free_port, wait_for_port
     from edge_agent.config import EdgeConfig
     from edge_agent.fleet_loop import raise_fd_limit
@@ -170,7 +174,7 @@ def measure(devices: int, workers: int = 64, keep: bool = False) -> dict[str, An
     try:
         cp_port = free_port()
         mqtt_url = f"mqtt://127.0.0.1:{broker_port}"
-        prepared = prepare_control_plane(work / "cp", devices, mqtt_url, cp_port)
+        prepared = prepare_control_plane(work / "cp", devices, mqtt_url, cp_port, estimator)
         fanout_s = raw_fanout(broker_port, devices, prepared["envelope"])
         env = {**os.environ, "EDGELOOP_DATA_DIR": str(work / "cp"), "EDGELOOP_PORT": str(cp_port),
                "EDGELOOP_MQTT_URL": mqtt_url, "EDGELOOP_FLEET_STEP_SECONDS": "0.5"}

@@ -83,6 +83,7 @@ class EventHub:
         """Register a subscriber; it receives every batch read after this call."""
         subscriber = Subscriber()
         self.subscribers.add(subscriber)
+        self.changed.set()  # an idle SQLite hub waits without watching the files; start watching now
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -123,7 +124,13 @@ class EventHub:
         # the head every 20 ms cost 10 ms of latency on average and 50 reads/s while nothing happened.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.idle_seconds
-        while loop.time() < deadline and not self.changed.is_set() and _stamp(self.sqlite_files) == stamp:
+        while loop.time() < deadline:
+            if not self.subscribers:  # nobody to deliver to: no stat loop; subscribe() sets `changed`
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - loop.time()))
+                return
+            if self.changed.is_set() or _stamp(self.sqlite_files) != stamp:
+                return
             await asyncio.sleep(self.stat_seconds)
 
     async def _run(self) -> None:

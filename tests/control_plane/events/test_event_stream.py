@@ -113,6 +113,8 @@ def test_a_commit_by_another_process_wakes_the_sqlite_hub_without_the_head_poll(
         stamp = _stamp(hub.sqlite_files)
 
         async def wait_then_commit() -> None:
+            hub.subscribe()  # with nobody subscribed the hub does not watch the files at all
+            hub.changed.clear()
             waiting = asyncio.create_task(hub._wait_for_files(stamp))
             await asyncio.sleep(0.05)
             assert not waiting.done()
