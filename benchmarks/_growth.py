@@ -36,7 +36,7 @@ def write_results(name: str, document: dict[str, Any], quick: bool = False) -> P
 
 
 def plot(name: str, panels: list[dict[str, Any]], title: str, quick: bool = False) -> Path:
-    """Draw one panel per dict {xlabel, ylabel, series: {label: (xs, ys)}, logx, logy}; save results/<name>.png."""
+    """Draw one panel per dict {xlabel, ylabel, series: {label: (xs, ys)}, logx, logy, ymin}; save <name>.png."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
@@ -54,6 +54,8 @@ def plot(name: str, panels: list[dict[str, Any]], title: str, quick: bool = Fals
             axis.set_xscale("log")
         if panel.get("logy"):
             axis.set_yscale("log")
+        if "ymin" in panel:
+            axis.set_ylim(bottom=panel["ymin"])
         if panel.get("subtitle"):
             axis.set_title(panel["subtitle"], fontsize=10)
         axis.grid(True, which="both", alpha=0.3)

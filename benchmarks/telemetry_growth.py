@@ -60,6 +60,24 @@ def measure(engine: str, device_counts: list[int], windows: int, consumers: int)
     return points
 
 
+def draw(curves: dict[str, list[dict[str, Any]]], device_counts: list[int], windows: int, consumers: int,
+         quick: bool) -> Path:
+    """Plot rate vs devices (with the broker-only peer) and the consumers' CPU per window vs devices."""
+    rates: dict[str, tuple[list[int], list[Any]]] = {}
+    cpu: dict[str, tuple[list[int], list[Any]]] = {}
+    for engine, points in curves.items():
+        rates[f"Edgeloop ingest, {engine}"] = (device_counts, [p["ingest_per_s"] for p in points])
+        rates[f"peer: broker-only ({engine} run)"] = (device_counts, [p["broker_only_per_s"] for p in points])
+        cpu[f"Edgeloop consumers, {engine}"] = (device_counts, [p["consumer_cpu_us_per_window"] for p in points])
+    xlabel = f"devices sending (same {windows:,} windows spread over them)"
+    return plot(NAME, [
+        {"xlabel": xlabel, "ylabel": "windows per second (Edgeloop: stored; peer: decoded)", "logx": True, "ymin": 0,
+         "series": rates, "subtitle": f"rate: {consumers} consumers, shared subscription, zero-loss runs"},
+        {"xlabel": xlabel, "ylabel": "consumer CPU per stored window (us)", "logx": True, "series": cpu, "ymin": 0,
+         "subtitle": "cost per window (moves little with machine load; no peer: it stores nothing)"},
+    ], "Telemetry ingest vs devices, with mosquitto's broker-only rate in the same run", quick=quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every engine over the device counts; write results/telemetry_growth.json and .png."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                        "ratio": round(last["ingest_per_s"] / last["broker_only_per_s"], 3)
                        if last["broker_only_per_s"] else None,
                        "pass": last["ingest_per_s"] >= 4000 and last["lost"] == 0})
-    series: dict[str, tuple[list[int], list[Any]]] = {}
-    for engine, points in curves.items():
-        series[f"Edgeloop ingest, {engine}"] = (device_counts, [p["ingest_per_s"] for p in points])
-        series[f"peer: broker-only ({engine} run)"] = (device_counts, [p["broker_only_per_s"] for p in points])
-    png = plot(NAME, [{"xlabel": f"devices sending (same {args.windows:,} windows spread over them)",
-                       "ylabel": "windows per second (Edgeloop: stored; peer: decoded)", "logx": True, "series": series,
-                       "subtitle": f"{args.consumers} consumers, shared subscription, zero-loss runs"}],
-               "Telemetry ingest rate vs devices, with mosquitto's broker-only rate in the same run", quick=args.quick)
+    png = draw(curves, device_counts, args.windows, args.consumers, args.quick)
     path = write_results(NAME, {
         "title": "Telemetry ingest rate vs devices (broker-only rate at each size, same run)",
         "target": f"rate at the largest device count >= {KEEP_TARGET}x the rate at the smallest, zero loss",
