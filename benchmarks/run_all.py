@@ -109,6 +109,19 @@ def run_time(result: dict[str, Any], path: Path, now: datetime) -> str:
     return f"{text} (stale)" if now - measured > STALE_AFTER else text
 
 
+def load_of(result: dict[str, Any]) -> str:
+    """Return the 1-minute load average at the start of the run, wherever the script recorded it."""
+    places = [result.get("host") or {}, result.get("config") or {}, result.get("machine") or {}, result]
+    for place in places:
+        for key in ("load_avg_1m_at_start", "load_avg_start", "load_average_at_start", "load_avg", "load_average"):
+            value = place.get(key) if isinstance(place, dict) else None
+            if isinstance(value, list | tuple) and value:
+                value = value[0]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return f"{value:.1f}"
+    return "-"
+
+
 def peer_cell(check: dict[str, Any], result: dict[str, Any], name: str, unit: str) -> str:
     """Render the peer, or say why there is none."""
     if check.get("peer") is not None:
@@ -126,12 +139,12 @@ def rows_of(path: Path, now: datetime | None = None) -> list[list[str]]:
     try:
         result = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        return [[path.stem, f"unreadable: {type(exc).__name__}", "", "", "", "", "", ""]]
+        return [[path.stem, f"unreadable: {type(exc).__name__}", "", "", "", "", "", "", ""]]
     name = str(result.get("name") or path.stem)
     when = run_time(result, path, now)
     if not {"target", "measured", "pass"} <= result.keys():
         note = "does not follow the results convention yet; see the JSON"
-        return [[name, note, "-", "-", "-", "-", "-", when]]
+        return [[name, note, "-", "-", "-", "-", "-", when, load_of(result)]]
     checks = result.get("checks") or [result | {"name": result.get("title") or result.get("target", name)}]
     rows = []
     for check in checks:
@@ -140,13 +153,14 @@ def rows_of(path: Path, now: datetime | None = None) -> list[list[str]]:
         rows.append([name, cell(check.get("name")), cell(target if target not in (None, "-", "") else
                                                           "none (context row)"),
                      cell(check.get("measured"), unit), peer_cell(check, result, name, unit),
-                     cell(check.get("ratio")), cell(check.get("pass")), when])
+                     cell(check.get("ratio")), cell(check.get("pass")), when, load_of(result)])
     return rows
 
 
 def render_table() -> str:
     """Return the Markdown results table for every JSON in results/."""
-    header = ["benchmark", "measurement", "target", "edgeloop", "peer (same run)", "ratio", "pass", "run (UTC)"]
+    header = ["benchmark", "measurement", "target", "edgeloop", "peer (same run)", "ratio", "pass", "run (UTC)",
+              "load 1m (2 cores)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [row for path in sorted(RESULTS_DIR.glob("*.json")) for row in rows_of(path)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
