@@ -166,11 +166,6 @@ class FleetLoop:
             if now >= next_misc:
                 for each in self.clients:
                     each.loop_misc()
-                    # A write registration can be lost (paho queues CONNECT while its non-blocking connect is
-                    # still in progress): seen as 1 of 1,000-3,000 clients whose broker timed it out for never
-                    # sending CONNECT. Flush pending output here at least once a second.
-                    if each.want_write():
-                        self._run(each.loop_write)
                 next_misc = now + 1.0
 
     @staticmethod
