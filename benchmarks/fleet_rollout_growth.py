@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
 import shutil
@@ -92,11 +93,15 @@ def report(points: list[dict[str, Any]], args: argparse.Namespace, load_start: t
                            "peer": None, "peer_note": "no peer number: the size did not complete", "unit": "s",
                            "ratio": None, "pass": False})
             continue
+        peer_ok = isinstance(point["fanout_s"], int | float) and math.isfinite(point["fanout_s"])
+        note = None if peer_ok else (f"no peer number: the raw fan-out did not reach all {point['devices']:,} "
+                                     "subscribers within its 60 s limit in this run")
         budget_s = PER_DEVICE_TARGET_MS * point["devices"] / 1000
         checks.append({"name": f"deploy -> all {point['devices']:,} activated (control plane view) vs raw "
                                "retained fan-out of the manifests",
                        "target": f"<= {PER_DEVICE_TARGET_MS:g} ms per device ({budget_s:g} s)",
-                       "measured": point["rollout_s"], "peer": point["fanout_s"], "unit": "s", "ratio": point["ratio"],
+                       "measured": point["rollout_s"], "peer": point["fanout_s"] if peer_ok else None,
+                       "peer_note": note, "unit": "s", "ratio": point["ratio"] if peer_ok else None,
                        "pass": point["state"] == "succeeded"
                        and point["rollout_ms_per_device"] <= PER_DEVICE_TARGET_MS})
     panels = [
@@ -115,8 +120,8 @@ def report(points: list[dict[str, Any]], args: argparse.Namespace, load_start: t
     path = write_results(NAME, {
         "title": "Rollout time vs fleet size (raw broker fan-out of the same manifests, same run)",
         "target": f"<= {PER_DEVICE_TARGET_MS:g} ms per device at every size (fleet_rollout: 1,000 in {TARGET_S:g} s)",
-        "measured": done[-1]["rollout_s"] if done else None, "peer": done[-1]["fanout_s"] if done else None,
-        "unit": "s", "ratio": done[-1]["ratio"] if done else None,
+        "measured": done[-1]["rollout_s"] if done else None, "peer": checks[-1]["peer"] if done else None,
+        "unit": "s", "ratio": checks[-1]["ratio"] if done else None,
         "ratio_note": "Edgeloop rollout seconds / raw fan-out seconds, largest size",
         "pass": all(c["pass"] for c in checks), "checks": checks, "plot": png.name,
         "config": {"sizes": [p["devices"] for p in points], "quick": args.quick,
