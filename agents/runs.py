@@ -33,16 +33,22 @@ class Deps:
 
 
 def ensure_agent_run(deps: Deps, agent: str, run_key: str, outcome: str, details: dict[str, Any],
-                     prompt_version_ids: list[str] | None = None) -> str:
-    """Return the agent run recorded under ``run_key``, recording it first if there is none."""
+                     prompt_version_ids: list[str] | None = None, started_at: float | None = None) -> str:
+    """Return the agent run recorded under ``run_key``, recording it first if there is none.
+
+    ``started_at`` (deps.clock() when the run's first node ran) becomes ``details.duration_seconds``, which
+    /metrics turns into edgeloop_agent_run_duration_seconds.
+    """
     for run in deps.client.read_json("/agent-runs", {"agent": agent, "limit": 100}):
         if (run.get("details") or {}).get("run_key") == run_key:
             return str(run["id"])
     prompt = (f"registry:{prompt_version_ids}" if prompt_version_ids else PROMPT_SOURCE) if deps.llm else None
+    run_details: dict[str, Any] = {"run_key": run_key, "model": deps.llm.model if deps.llm else None,
+                                   "prompt": prompt, **details}
+    if started_at is not None:
+        run_details["duration_seconds"] = round(max(0.0, deps.clock() - started_at), 3)
     body = {"agent": agent, "input_summary": run_key[:200], "outcome": outcome[:40],
-            "prompt_version_ids": prompt_version_ids or [],
-            "details": {"run_key": run_key, "model": deps.llm.model if deps.llm else None, "prompt": prompt,
-                        **details}}
+            "prompt_version_ids": prompt_version_ids or [], "details": run_details}
     return str(deps.client.record_agent_run(body)["id"])
 
 

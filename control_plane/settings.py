@@ -99,8 +99,9 @@ class Settings(BaseSettings):
     training_min_samples: int = Field(default=20, ge=2, le=1_000_000, description=(
         "Labelled rows from the cohort's window needed before a job trains a challenger at all."))
     events_poll_seconds: float = Field(default=0.02, gt=0, description=(
-        "How often the event stream looks at the SQLite audit head (PostgreSQL: LISTEN/NOTIFY, with this * 50 "
-        "as the fallback poll)."))
+        "Event stream wake-up: a file-backed SQLite database's files are checked every quarter of this "
+        "(an os.stat); the audit head is read every 50x this as the safety net (PostgreSQL: LISTEN/NOTIFY, same "
+        "safety net; in-memory SQLite: the head every interval)."))
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Per delivery attempt.")
     webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Attempts before an event is dead.")
     webhook_backoff_seconds: float = Field(default=1.0, gt=0, description="First retry delay; doubles per attempt.")

@@ -76,7 +76,8 @@ def post_report(state: RcaState, deps: Deps) -> dict[str, Any]:
     run_key = f"rca:{state['incident_id']}:{state['alert_count']}"
     run_id = ensure_agent_run(deps, "rca", run_key, "reported", {
         "explained_by": state["explained_by"], "tools": sorted(set(state.get("tools_used", []))),
-        "dropped": state.get("dropped", [])}, prompt_version_ids=state.get("prompt_version_ids", []))
+        "dropped": state.get("dropped", [])}, prompt_version_ids=state.get("prompt_version_ids", []),
+        started_at=state.get("now"))  # gather_evidence's clock reading: the run's start
     hypotheses = []
     for rank, finding in enumerate(state["findings"][:10], start=1):
         hypotheses.append({"rank": rank, "title": f"{finding['cause']} {_scope_text(finding['scope'])}"[:300],

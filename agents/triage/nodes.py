@@ -15,6 +15,7 @@ DRIFT_CHECKS = {"feature_drift", "prediction_drift"}
 
 def assess(state: TriageState, deps: Deps) -> dict[str, Any]:
     """Decide from the alert, its incident and last week's same hour (no side effect)."""
+    started_at = deps.clock()
     alert = deps.tools.read.get_alert(state["alert_id"])
     if not alert.ok:
         raise RuntimeError(f"alert {state['alert_id']} unreadable: {alert.error}")
@@ -37,13 +38,14 @@ def assess(state: TriageState, deps: Deps) -> dict[str, Any]:
         if week_ago is not None and data["feature"] in week_ago.drifted_names and not harmful:
             decision, reason = "suppress", f"seasonal: {data['feature']} shifted the same way one week ago, no harm"
     return {"incident_id": incident.id, "occurrences": int(data["occurrences"]), "decision": decision,
-            "reason": reason, "severity": data["severity"]}
+            "reason": reason, "severity": data["severity"], "started_at": started_at}
 
 
 def write_note(state: TriageState, deps: Deps) -> dict[str, Any]:
     """Post the triage note once per (alert, occurrence count)."""
     run_key = f"triage:{state['alert_id']}:{state['occurrences']}"
-    run_id = ensure_agent_run(deps, "triage", run_key, state["decision"], {"reason": state["reason"]})
+    run_id = ensure_agent_run(deps, "triage", run_key, state["decision"], {"reason": state["reason"]},
+                              started_at=state.get("started_at"))
     note = TriageNote.model_validate({
         "kind": "triage_note", "agent_run_id": run_id, "assessed_severity": state["severity"],
         "summary": f"[templated] {state['decision']}: {state['reason']}",

@@ -19,4 +19,5 @@ class TriageState(TriageInput, total=False):
     decision: str  # investigate | suppress
     reason: str
     severity: str
+    started_at: float  # deps.clock() when assess ran: the run's duration in its agent-run record
     note_entry_id: int

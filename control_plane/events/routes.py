@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from sqlalchemy import select
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from control_plane.constraints import Name
 from control_plane.deps import Admin, Reader, SessionDep
@@ -65,8 +65,7 @@ async def stream(
     async def messages() -> AsyncIterator[bytes]:
         # One pre-encoded chunk per batch: sse-starlette sends bytes as they are.
         async for batch in stream_events(hub, event_filter, cursor):
-            yield b"".join(ServerSentEvent(id=str(event.seq), data=event.model_dump_json()).encode()
-                           for event in batch)
+            yield b"".join(event.sse_message() for event in batch)
 
     return EventSourceResponse(messages(), ping=PING_SECONDS, headers={"Cache-Control": "no-store",
                                                                        "X-Accel-Buffering": "no"})

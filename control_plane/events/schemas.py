@@ -7,7 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from sse_starlette import ServerSentEvent
 
 FILTER_PATTERN = r"^[a-z0-9_.]{1,100}\*?$"
 _FILTER = re.compile(FILTER_PATTERN)
@@ -32,6 +33,15 @@ class Event(BaseModel):
     resource_type: str
     resource_id: str
     data: dict[str, Any]
+    _sse: bytes | None = PrivateAttr(default=None)
+
+    def sse_message(self) -> bytes:
+        """Return this event as one SSE message (id = seq), encoded once however many streams send it."""
+        # The hub hands the same Event objects to every live stream and the bytes do not depend on the reader
+        # (hidden types are filtered, redaction is the same for all), so N subscribers cost one encoding.
+        if self._sse is None:
+            self._sse = ServerSentEvent(id=str(self.seq), data=self.model_dump_json()).encode()
+        return self._sse
 
 
 class EventHead(BaseModel):

@@ -112,6 +112,18 @@ def database_metrics(session: Session) -> list[Metric]:
         latency.setdefault(str(state), []).append(max(0.0, (decided_at - created_at).total_seconds()))
     metrics += _quantiles("edgeloop_approval_latency_seconds",
                           "Proposal creation to decision, over the newest decided proposals.", "decision", latency)
+    executed = session.execute(select(Proposal.kind, Proposal.decided_at, Proposal.executed_at)
+                               .where(Proposal.executed_at.is_not(None), Proposal.decided_at.is_not(None))
+                               .order_by(Proposal.executed_at.desc()).limit(RECENT_ROWS))
+    execution: dict[str, list[float]] = {}
+    for kind, decided_at, executed_at in executed:
+        if decided_at is None or executed_at is None:
+            continue
+        execution.setdefault(str(kind), []).append(max(0.0, (executed_at - decided_at).total_seconds()))
+    # The other half of "approval latency": how long an approved action waits for, and takes in, its executor.
+    metrics += _quantiles("edgeloop_approval_execution_latency_seconds",
+                          "Approval decision to execution finished, over the newest executed proposals.", "kind",
+                          execution)
     runs = session.execute(select(AgentRun.agent, AgentRun.details).order_by(AgentRun.created_at.desc())
                            .limit(RECENT_ROWS))
     durations: dict[str, list[float]] = {}
@@ -207,3 +219,15 @@ class ProcessCollector(Collector):
         for kind, count in sorted(getattr(scheduler, "checks_run", {}).items()):
             checks.add_metric([kind], count)
         yield checks
+        hub = getattr(self.state, "event_hub", None)
+        subscribers = GaugeMetricFamily("edgeloop_event_stream_subscribers",
+                                        "Open SSE streams (API and UI) served by this process.")
+        backlog = GaugeMetricFamily("edgeloop_event_stream_queue_depth_max",
+                                    "Largest number of undelivered event batches queued for one stream.")
+        lagging = GaugeMetricFamily("edgeloop_event_stream_lagging",
+                                    "Streams whose queue overflowed and that are catching up from the database.")
+        streams = list(getattr(hub, "subscribers", ()))
+        subscribers.add_metric([], len(streams))
+        backlog.add_metric([], max((s.queue.qsize() for s in streams), default=0))
+        lagging.add_metric([], sum(1 for s in streams if s.lagged))
+        yield from (subscribers, backlog, lagging)

@@ -68,7 +68,12 @@ def test_device_fault_is_triaged_explained_and_proposed_then_verified_after_rest
         done = client.get_proposal(proposal_id)
         assert done.verification == "recovered", done.verification_note
         kinds = [e.kind.value for e in client.timeline(triage["incident_id"])]
+        # Every run carries its duration, which /metrics reads (edgeloop_agent_run_duration_seconds).
+        runs = {agent: client.read_json("/agent-runs", {"agent": agent}) for agent in ("triage", "rca")}
     assert kinds.count("verification") == 1 and kinds.count("rca_report") == 1 and kinds.count("triage_note") == 1
+    for agent, recorded in runs.items():
+        assert recorded and all(isinstance(r["details"].get("duration_seconds"), float | int)
+                                and r["details"]["duration_seconds"] >= 0 for r in recorded), (agent, recorded)
     with database.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(DeviceQuarantine)) == 1
         executed = session.scalar(select(func.count()).select_from(AuditEntry).where(

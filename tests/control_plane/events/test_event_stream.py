@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from control_plane.db.session import Database
 from control_plane.events import service
+from control_plane.settings import Settings
 from tests.conftest import TokenFactory
 from tests.control_plane.events.conftest import Served, model_changes
 
@@ -89,3 +92,37 @@ def test_many_streams_opening_at_once_all_start(served: Served, make_headers: To
             return await asyncio.gather(*(first_event(client) for _ in range(40)))
 
     assert asyncio.run(open_all()) == ["seed"] * 40
+
+
+def test_a_commit_by_another_process_wakes_the_sqlite_hub_without_the_head_poll(database: Database,
+                                                                                 settings: Settings) -> None:
+    """The hub stats the SQLite files; a commit on another connection changes them and ends the wait at once."""
+    import asyncio
+
+    from control_plane.audit import service as audit
+    from control_plane.events.hub import EventHub, _stamp
+
+    if not database.is_sqlite:
+        pytest.skip("PostgreSQL wakes on NOTIFY (covered by the streaming tests above)")
+    # A safety-net poll of 10,000 s: only the file change can end the wait within the test.
+    hub = EventHub(database, settings.model_copy(update={"events_poll_seconds": 200.0}))
+    assert hub.sqlite_files and hub.idle_seconds == 10_000
+    hub.stat_seconds = 0.01
+    other = Database(database.url)  # its own engine and connections, as a second process would have
+    try:
+        stamp = _stamp(hub.sqlite_files)
+
+        async def wait_then_commit() -> None:
+            hub.subscribe()  # with nobody subscribed the hub does not watch the files at all
+            hub.changed.clear()
+            waiting = asyncio.create_task(hub._wait_for_files(stamp))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            with other.transaction() as session:
+                audit.record(session, actor="test", action="test.change", resource=("test", "1"), data={})
+            await asyncio.wait_for(waiting, 60)  # a generous bound: without the stat it would wait 10,000 s
+
+        asyncio.run(wait_then_commit())
+        assert _stamp(hub.sqlite_files) != stamp
+    finally:
+        other.dispose()
