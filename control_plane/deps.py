@@ -54,16 +54,17 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     """
     write = request.method not in READ_METHODS
     database = get_database(request)
-    session = database.session(write=write)
-    try:
-        yield session
-    except BaseException:
-        await run_in_threadpool(_finish, session, commit=False)
-        raise
-    if write and not database.is_sqlite:
-        await run_in_threadpool(_finish, session, commit=True)
-    else:
-        _finish(session, commit=write)
+    async with database.request_slots.slot():  # a free pooled connection for this request (db.session.RequestSlots)
+        session = database.session(write=write)
+        try:
+            yield session
+        except BaseException:
+            await run_in_threadpool(_finish, session, commit=False)
+            raise
+        if write and not database.is_sqlite:
+            await run_in_threadpool(_finish, session, commit=True)
+        else:
+            _finish(session, commit=write)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.private_files import prepare_sqlite_file
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POOL_SIZE, POOL_MAX_OVERFLOW = 10, 20
+# Connections no request session may take: the event loop's own short checkouts (token checks in RequestGuard and
+# for SQLite writes) and the background workers' threads. Requests wait for a slot asynchronously instead.
+POOL_RESERVED = 6
 SqliteBegin = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
 
 
@@ -52,10 +58,37 @@ def create_db_engine(url: str, *, sqlite_begin: SqliteBegin = "DEFERRED", **kwar
         if parsed.database and parsed.database != ":memory:":
             # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database file's mode.
             prepare_sqlite_file(Path(parsed.database))
+        if parsed.database and parsed.database != ":memory:":
+            kwargs = {"pool_size": POOL_SIZE, "max_overflow": POOL_MAX_OVERFLOW, **kwargs}
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _configure_sqlite(engine, sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_MAX_OVERFLOW, **kwargs)
+
+
+class RequestSlots:
+    """Admit at most ``limit`` request sessions at once, so checking out a pooled connection never waits.
+
+    A request holds its connection from its token check (on the event loop) until its session is finished (on the
+    loop too). Were the pool empty, the next checkout would block the loop, and with it every release the pool is
+    waiting for, until the pool timeout: a stall any reader could cause with a few dozen parallel requests. Waiting
+    here is asynchronous. One semaphore per event loop: an asyncio semaphore belongs to the loop it first ran on.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the duration of the block."""
+        loop = asyncio.get_running_loop()
+        semaphore = self._by_loop.get(loop)
+        if semaphore is None:
+            semaphore = self._by_loop[loop] = asyncio.Semaphore(self.limit)
+        async with semaphore:
+            yield
 
 
 class Database:
@@ -67,6 +100,7 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         # SQLite writers get their own engine (and pool), whose transactions begin IMMEDIATE.
         self._write_engine = create_db_engine(url, sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
+        self.request_slots = RequestSlots(POOL_SIZE + POOL_MAX_OVERFLOW - POOL_RESERVED)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
 
