@@ -35,6 +35,7 @@ from evals.scorers.text import split_sentences
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "halueval-detector.json"
 TARGETS = {"qa": 0.95, "dialogue": 0.80, "summarization": 0.85}
+PRODUCT_TIER = "tier 2: detector (product default)"
 _SPACE = re.compile(r"\s+")
 
 
@@ -134,7 +135,7 @@ def tiers_available() -> dict[str, Scorer]:
 
     tiers: dict[str, Scorer] = {}
     if detector_available():
-        tiers["tier 2: detector (product default)"] = HallucinationDetector()
+        tiers[PRODUCT_TIER] = HallucinationDetector()
     tiers["tier 1: claim_support[default] (fallback)"] = ClaimSupportScorer("default")
     return tiers
 
@@ -179,6 +180,41 @@ def format_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def convention_fields(results: dict[str, Any]) -> dict[str, Any]:
+    """Return the benchmark-table fields (benchmarks/README.md): one check per target, baselines as the peers."""
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, target: str, measured: float, peer: float | None, passed: bool, unit: str = "") -> None:
+        ratio = round(measured / peer, 3) if peer else None
+        checks.append({"name": name, "target": target, "measured": measured, "peer": peer, "unit": unit,
+                       "ratio": ratio, "pass": passed})
+
+    for task, entry in results["tasks"].items():
+        tier = entry["tiers"].get(PRODUCT_TIER) or next(iter(entry["tiers"].values()))
+        length, span = entry["baselines"]["length_only"], entry["baselines"]["verbatim_span"]
+        check(f"{task}: AUROC (peer: length-only)", f">= {TARGETS[task]}", tier["auroc"], length["auroc"],
+              tier["auroc"] >= TARGETS[task])
+        if task == "qa":
+            check("qa: length-matched AUROC (peer: verbatim span)", ">= 0.90", tier["length_matched_auroc"],
+                  span["length_matched_auroc"], tier["length_matched_auroc"] >= 0.90)
+        check(f"{task}: minimal-hallucination AUROC (peer: length-only)", ">= 0.85",
+              tier["minimal_hallucination_auroc"], length["minimal_hallucination_auroc"],
+              tier["minimal_hallucination_auroc"] >= 0.85)
+        rewrites = tier["flag_rate"]["faithful_rewrites"]
+        check(f"{task}: false flags on faithful rewrites (peer: verbatim-span rule)", "<= 10%", rewrites,
+              span["flag_rate"]["faithful_rewrites"], rewrites <= 0.10)
+        speed = results["throughput"].get(task, {}).get("pairs_per_cpu_second")
+        if speed is not None:
+            check(f"{task}: pairs per CPU-second, one process (no peer: the baselines cost nothing)", ">= 100",
+                  speed, None, speed >= 100, "pairs/s")
+    return {"name": "halueval-detector", "title": "HaluEval held-out rows: the product's hallucination detector",
+            "target": "issue 10's targets on held-out rows", "measured": f"{sum(c['pass'] for c in checks)} of "
+            f"{len(checks)} targets met", "peer": "length-only and verbatim-span baselines on the same rows",
+            "ratio": None, "pass": all(c["pass"] for c in checks), "checks": checks,
+            "host": {"cpus": os.cpu_count(), "load_average_start": results.get("load_average_at_start"),
+                     "load_average_end": results.get("load_average_at_end")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the report from the command line."""
     parser = argparse.ArgumentParser(prog="python -m evals.detection_eval", description=__doc__)
@@ -186,7 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2000, help="held-out rows per task (default: 2000)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--table-fields-only", action="store_true",
+                        help="only add the benchmark-table fields to an existing --output file")
     args = parser.parse_args(argv)
+    if args.table_fields_only:
+        existing = json.loads(args.output.read_text(encoding="utf-8"))
+        existing.update(convention_fields(existing))
+        args.output.write_text(json.dumps(existing, indent=2) + "\n", encoding="utf-8")
+        return 0
     if args.start < 2000 or args.rows < 1:
         parser.error("held-out rows start at 2000 (rows 0-1999 are the dev split)")
     tiers = tiers_available()
@@ -199,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         results["tasks"][task] = evaluate_task(task, args.start, args.start + args.rows, tiers)
         results["throughput"][task] = throughput(task, args.start, min(args.rows, 500))
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results.update(convention_fields(results), generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(format_tables(results))
