@@ -27,6 +27,7 @@ from control_plane.approvals.schemas import (
     RolloutPause,
     RolloutRollback,
 )
+from control_plane.approvals.targets import ModelVersionTarget
 from control_plane.audit import service as audit
 from control_plane.auth.roles import ROLE_SCOPES, Role
 from control_plane.auth.schemas import Principal
@@ -36,7 +37,6 @@ from control_plane.fleet import abtest, rollouts
 from control_plane.fleet.manifests import ManifestFactory
 from control_plane.fleet.models import Device, Rollout, RolloutTarget
 from control_plane.fleet.schemas import TERMINAL_ROLLOUT_STATES, RolloutState, TargetState
-from control_plane.incidents.evidence import model_version_id
 from control_plane.prompts import labels
 from control_plane.prompts import service as prompts
 from control_plane.prompts.models import PromptLabel
@@ -205,17 +205,8 @@ class QuarantineExecutor:
         return {"device_id": action.device_id, "quarantined": True}
 
 
-class RetrainExecutor:
+class RetrainExecutor(ModelVersionTarget):
     """Record the request and queue its training job (control_plane.training picks it up)."""
-
-    def target(self, action: Any) -> tuple[str, str]:
-        return "model_version", f"{action.model}@{action.version}"
-
-    def snapshot(self, session: Session, action: Any) -> dict[str, Any]:
-        version_id = model_version_id(session, action.model, action.version)
-        if version_id is None:
-            raise NotFound(f"model {action.model!r} has no version {action.version}")
-        return {"model_version.id": version_id}
 
     def precheck(self, action: Any, snapshot: dict[str, Any]) -> None:
         """Any number of requests may be open; the closed loop merges them."""

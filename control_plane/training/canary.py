@@ -8,11 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from control_plane.approvals.schemas import RolloutCanary
-from control_plane.errors import NotFound
+from control_plane.approvals.targets import ModelVersionTarget
 from control_plane.fleet import service as fleet
 from control_plane.fleet.models import Rollout
 from control_plane.fleet.schemas import DeploymentCreate
-from control_plane.incidents.evidence import model_version_id
 from control_plane.lineage import service as lineage
 from control_plane.lineage.models import LineageEdge
 from control_plane.lineage.schemas import NodeKind
@@ -23,17 +22,8 @@ if TYPE_CHECKING:
 EXECUTED_AS = "executed_as"
 
 
-class CanaryExecutor:
+class CanaryExecutor(ModelVersionTarget):
     """fleet.service.create_deployment of the challenger to the cohort, with a waves strategy."""
-
-    def target(self, action: Any) -> tuple[str, str]:
-        return "model_version", f"{action.model}@{action.version}"
-
-    def snapshot(self, session: Session, action: Any) -> dict[str, Any]:
-        version_id = model_version_id(session, action.model, action.version)
-        if version_id is None:
-            raise NotFound(f"model {action.model!r} has no version {action.version}")
-        return {"model_version.id": version_id}
 
     def precheck(self, action: Any, snapshot: dict[str, Any]) -> None:
         """A canary of a registered version always applies; the fleet service refuses an empty selector."""
