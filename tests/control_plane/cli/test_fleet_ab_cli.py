@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
@@ -13,13 +12,6 @@ from control_plane.cli.main import app
 from control_plane.registry.onnx_tools import sklearn_to_onnx
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGELOOP_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("EDGELOOP_DATABASE_URL", raising=False)
-    return tmp_path / "data"
 
 
 def test_ab_deploy_refuses_a_small_split_then_starts_and_reports(env: Path, tmp_path: Path) -> None:
