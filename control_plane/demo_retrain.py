@@ -99,10 +99,10 @@ def _run(approver: ControlPlaneClient, client: httpx.Client, recorder: RowRecord
         return Retraining("failed", f"training job {job_id}: {job['outcome']}: {job['data'].get('reason')}",
                           job_id, job_s)
     console.print(f"challenger v{job['challenger_version']} vs champion v{job['model_version']}: "
-                  f"{_numbers(decision)}", highlight=False)
+                  f"{_numbers(decision)}", highlight=False, soft_wrap=True)
     if not decision["wins"] or not job.get("proposal_id"):
-        return Retraining("challenger_not_better", f"challenger did not win: {decision['reason']}", job_id, job_s,
-                          decision)
+        return Retraining("challenger_not_better", _incident_note(approver, job) or f"challenger did not win: "
+                          f"{decision['reason']}", job_id, job_s, decision)
     return _approve_canary(approver, str(job["proposal_id"]), timeout, Retraining(
         "failed", "", job_id, job_s, decision))
 
@@ -130,6 +130,15 @@ def _follow_job(approver: ControlPlaneClient, job_id: str, timeout: float) -> tu
                       f"{timings.get('load_average_1m')}; rows {(job.get('data') or {}).get('rows')})",
                       highlight=False)
     return job, job_s
+
+
+def _incident_note(approver: ControlPlaneClient, job: dict[str, Any]) -> str | None:
+    """The job's summary as its incident's timeline records it (what a person reading the incident sees)."""
+    if not job.get("incident_id"):
+        return None
+    notes = [e.body.get("summary") for e in approver.timeline(str(job["incident_id"]))
+             if e.body.get("training_job_id") == job["id"]]
+    return f"incident {job['incident_id']} notes: {notes[-1]}" if notes and notes[-1] else None
 
 
 def _approve_canary(approver: ControlPlaneClient, proposal_id: str, timeout: float, so_far: Retraining
@@ -172,7 +181,7 @@ def _print_outcome(result: Retraining) -> None:
     if result.outcome == "canary_succeeded":
         console.print(f"[bold green]retraining → canary succeeded[/]: {result.reason}", highlight=False)
     elif result.outcome == "challenger_not_better":
-        console.print(f"[bold yellow]retraining → challenger did not win[/] (noted on the incident): "
-                      f"{_numbers(result.decision or {})}; {result.reason}", highlight=False)
+        console.print(f"[bold yellow]retraining → challenger did not win[/]: {result.reason}", highlight=False,
+                      soft_wrap=True)  # one line: scripts and tests read it
     else:
         console.print(f"[bold red]retraining failed[/]: {result.reason}", highlight=False)

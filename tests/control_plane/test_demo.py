@@ -101,6 +101,23 @@ def test_demo_auto_approve_closes_the_loop_at_fifty_devices_and_exits_zero(tmp_p
     assert actions.count("training_job.queued") == 1 and actions.count("training_job.succeeded") == 1
 
 
+@pytest.mark.slow
+@pytest.mark.mqtt
+def test_demo_auto_approve_exits_zero_when_the_challenger_does_not_win_and_says_why(tmp_path: Path) -> None:
+    """A margin no challenger can beat: the honest no-win end, its incident note printed, no canary proposed."""
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(_demo(data_dir, "--auto-approve", "--port", str(free_port())),
+                          env={**_env(), "EDGELOOP_TRAINING_WIN_MARGIN": "1.0"},
+                          capture_output=True, text=True, timeout=900, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(r"training job tj_\w+: challenger_not_better in \d+\.\d+s", output), output[-3000:]
+    assert re.search(r"retraining → challenger did not win: incident inc_\w+ notes: challenger v\d+: accuracy on "
+                     r"the cohort's held-out recent rows [\d.]+ vs champion v1 [\d.]+ .*not proposed: ", output), \
+        output[-3000:]
+    assert "rollout.canary" not in output and "Traceback" not in output, output[-4000:]
+
+
 def _children(pid: int) -> set[int]:
     """Return the live child processes of ``pid`` (Linux /proc)."""
     found = set()
