@@ -43,7 +43,7 @@ TIMINGS = re.compile(
     r"timings \((?P<devices>\d+) devices\): start → fleet up (?P<fleet_up>[\d.]+|-)s? \(provisioned and connected in "
     r"(?P<connected>[\d.]+|-)s?\); fault injected → first proposal pending (?P<pending>[\d.]+|-)s? \(the "
     r"rollback's (?P<rollback>[\d.]+|-)s?\); approval → "
-    r"recovery verified (?P<recovery>[\d.]+|-)s?; total (?P<total>[\d.]+|-)s?")
+    r"recovery verified (?P<recovery>[\d.]+|-)s?; (?:retraining .*?; )?total (?P<total>[\d.]+|-)s?")
 
 
 def template(work: Path) -> Path:

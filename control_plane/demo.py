@@ -31,12 +31,14 @@ from control_plane.demo_loop import (
     telemetry_feed,
     wait_for_pending,
 )
+from control_plane.demo_retrain import Retraining, post_rows_when_requested, run_retraining
 from control_plane.main import create_app
 from control_plane.mqtt.broker import EmbeddedAmqtt, PrivateMosquitto, start_private_broker
 from control_plane.registry import pipeline
 from control_plane.registry import service as registry
 from control_plane.registry.store import ArtifactStore
 from control_plane.settings import Settings
+from control_plane.training.labelling import RowRecorder
 from edge_agent.config import EdgeConfig
 from edge_agent.simulator import Fleet
 
@@ -65,6 +67,7 @@ class DemoResult:
     recovered: bool = False
     rollback_state: str | None = None
     approval_to_recovery_s: float | None = None
+    retraining: Retraining | None = None
     total_s: float | None = None
 
 
@@ -182,13 +185,14 @@ def roll_out(client: httpx.Client, timeout: float, *, version: int | None = None
 
 
 def run_demo(settings: Settings, *, devices: int = 50, once: bool = False, auto_approve: bool = False,
-             rollout_timeout: float = 120.0, loop_timeout: float = 180.0, window_seconds: float = 2.0) -> DemoResult:
-    """Run the loop; ``once`` returns after the first rollout, ``auto_approve`` after a verified recovery."""
+             rollout_timeout: float = 120.0, loop_timeout: float = 180.0, window_seconds: float = 2.0,
+             train_timeout: float = 300.0) -> DemoResult:
+    """Run the loop; ``once`` returns after the first rollout, ``auto_approve`` after recovery and retraining."""
     started = time.monotonic()
     prepare(settings)
     ensure_demo_model(settings)
     token = (settings.data_dir / "admin.token").read_text().strip()
-    faults = Faults()
+    faults = Faults(recorder=RowRecorder())
     bad_version = None if once else register_bad_version(settings, DEMO_MODEL)
     # Stopped in reverse order of start: fleet, agents (their calls need the API), API and its workers, broker.
     with broker_for(settings), api_server(settings), contextlib.ExitStack() as stack:
@@ -216,18 +220,38 @@ def run_demo(settings: Settings, *, devices: int = 50, once: bool = False, auto_
                             connected_s=connected_s)
         if not once and bad_version is not None and result.rollout_state == "succeeded":
             result = _close_loop(settings, client, faults, bad_version, result, started=started,
-                                 auto_approve=auto_approve, timeout=loop_timeout, windows=window_seconds)
+                                 auto_approve=auto_approve, timeout=loop_timeout, windows=window_seconds,
+                                 train_timeout=train_timeout)
         result = dataclasses.replace(result, total_s=time.monotonic() - started)
         _print_summary(settings, result)
         if not once and not auto_approve:
             with contextlib.suppress(KeyboardInterrupt):
+                if result.first_pending_s is not None:
+                    _post_rows_for_a_person(settings, client, faults, loop_timeout)
                 threading.Event().wait()
             console.print("stopping: agents, fleet, API, broker …")
         return result
 
 
+def _drifted_devices(faults: Faults) -> list[str]:
+    return sorted(d for d, group in faults.groups.items() if group == DEMO_GROUPS[1])
+
+
+def _post_rows_for_a_person(settings: Settings, client: httpx.Client, faults: Faults, timeout: float) -> None:
+    """The interactive demo: the drifted group's labelled rows are posted when its retrain.request appears."""
+    approver = approver_client(settings)
+    try:
+        if faults.recorder is not None:
+            post_rows_when_requested(approver, client, faults.recorder, _drifted_devices(faults), timeout,
+                                     ignore=frozenset())
+        faults.recorder = None  # rows after the request's window are not its job's: stop keeping them
+    finally:
+        approver.close()
+
+
 def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_version: int, result: DemoResult, *,
-                started: float, auto_approve: bool, timeout: float, windows: float) -> DemoResult:
+                started: float, auto_approve: bool, timeout: float, windows: float,
+                train_timeout: float) -> DemoResult:
     """Inject the two faults, wait for the agents' proposals, and with ``auto_approve`` close the loop."""
     time.sleep(3 * windows)  # v1's clean windows first: the reference the new version is compared against
     approver = approver_client(settings)
@@ -274,7 +298,12 @@ def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_ve
         console.print(f"proposal {done.id}: {done.state}, rollback {recovery.rollback_state}, verification "
                       f"{done.verification} ({done.verification_note}); still pending for a person: "
                       f"{', '.join(others) or 'none'}", highlight=False)
-        return result
+        if not recovery.verified or faults.recorder is None:
+            return result
+        retraining = run_retraining(approver, client, faults.recorder, _drifted_devices(faults), timeout=timeout,
+                                    train_timeout=train_timeout, ignore=stale)
+        faults.recorder = None
+        return dataclasses.replace(result, retraining=retraining)
     finally:
         approver.close()
 
@@ -300,7 +329,11 @@ def _print_summary(settings: Settings, result: DemoResult) -> None:
         outcome = "approval → recovery verified" if result.recovered else "[bold red]recovery NOT verified[/] after"
         console.print(f"{outcome}: {result.approval_to_recovery_s:.1f}s (proposal {result.proposal_id}: "
                       f"{result.proposal_state}, rollback {result.rollback_state}, verification {result.verification})")
-    console.print(_timings(result), highlight=False)
+    retraining = result.retraining
+    if retraining is not None:
+        ended = ("[bold green]" if retraining.honest else "[bold red]") + f"retraining {retraining.outcome}[/]"
+        console.print(f"{ended}: {retraining.reason}", highlight=False)
+    console.print(_timings(result), highlight=False, soft_wrap=True)  # one line: scripts and tests read it
     auth = f'-H "Authorization: Bearer $(cat {token_file})"'
     paths = ("/api/v1/fleet/rollouts", "/api/v1/fleet/devices", f"/api/v1/models/{DEMO_MODEL}", "/api/v1/audit/verify")
     for path in paths:
@@ -316,4 +349,11 @@ def _timings(result: DemoResult) -> str:
             f"connected in {seconds(result.connected_s)}); fault injected → "
             f"first proposal pending {seconds(result.fault_to_pending_s)} (the rollback's "
             f"{seconds(result.fault_to_rollback_s)}); approval → recovery verified "
-            f"{seconds(result.approval_to_recovery_s if result.recovered else None)}; total {seconds(result.total_s)}")
+            f"{seconds(result.approval_to_recovery_s if result.recovered else None)}; "
+            + ("" if result.retraining is None else _retraining_timings(result.retraining, seconds))
+            + f"total {seconds(result.total_s)}")
+
+
+def _retraining_timings(retraining: Retraining, seconds: Any) -> str:
+    return (f"retraining {seconds(retraining.total_s)} (training job {seconds(retraining.job_s)}, canary approval → "
+            f"rollout {retraining.canary_rollout_state or '-'} {seconds(retraining.approval_to_canary_s)}); ")

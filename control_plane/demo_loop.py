@@ -18,6 +18,7 @@ from control_plane.cli.context import CLI_ACTOR, console, db_session
 from control_plane.registry import pipeline
 from control_plane.registry.store import ArtifactStore
 from control_plane.settings import Settings
+from control_plane.training.labelling import RowRecorder
 from edge_agent.simulator import TelemetryFeed
 
 ROLLBACK_KINDS = frozenset({"rollout.rollback", "rollout.abort"})
@@ -34,6 +35,7 @@ class Faults:
     bad_version: int | None = None
     drifted_group: str | None = None
     groups: dict[str, str] = field(default_factory=dict)
+    recorder: RowRecorder | None = None  # set: the drifted group's rows are remembered with their true labels
 
 
 def register_bad_version(settings: Settings, model_name: str) -> int:
@@ -57,14 +59,26 @@ def telemetry_feed(faults: Faults, *, window_seconds: float, interval_s: float =
     """Feed each device rows of the digits test split; the drifted group sees dimmer, offset images."""
     data = pipeline.load_sklearn_dataset("digits")
     rows = np.asarray(data.x_test, dtype=np.float32)
+    # The drifted group's new camera sees images of the training split: its labelled rows then never include a test
+    # image, so a challenger trained on them is scored on the registered test split honestly.
+    drifted_rows, drifted_labels = np.asarray(data.x_train, dtype=np.float32), np.asarray(data.y_train)
+    recorded: set[int] = set()  # each image labelled once: the job's held-out rows are images it did not train on
     rng = np.random.default_rng(7)
     lock = threading.Lock()
 
     def inputs(device_id: str) -> np.ndarray:
+        drifted = bool(faults.drifted_group) and faults.groups.get(device_id) == faults.drifted_group
+        source = drifted_rows if drifted else rows
         with lock:  # numpy's Generator is not thread-safe
-            batch = rows[rng.integers(0, len(rows), 20)].copy()
-        if faults.drifted_group and faults.groups.get(device_id) == faults.drifted_group:
+            indexes = rng.integers(0, len(source), 20)
+            fresh = [i for i, row in enumerate(indexes) if drifted and int(row) not in recorded]
+            recorded.update(int(indexes[i]) for i in fresh)
+        batch = source[indexes].copy()
+        if drifted:
             batch = np.clip(batch * 0.5 + 6.0, 0.0, 16.0)  # a new camera: lower contrast, raised black level
+            recorder = faults.recorder
+            if recorder is not None and fresh:
+                recorder.record(device_id, batch[fresh], drifted_labels[indexes[fresh]])
         return batch
 
     def fault(device_id: str, model: dict[str, Any]) -> float:

@@ -24,7 +24,7 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None, client: ControlPl
         graph.add_node(name, partial(getattr(nodes, name), deps=deps))
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", nodes.after_plan, {"propose": "propose", "__end__": END})
-    graph.add_edge("propose", "await_execution")
+    graph.add_conditional_edges("propose", nodes.after_propose, {"await_execution": "await_execution", "__end__": END})
     graph.add_conditional_edges("await_execution", nodes.after_wait,
                                 {"verify": "verify", "await_execution": "await_execution", "__end__": END})
     graph.add_conditional_edges("verify", nodes.after_verify, {"await_telemetry": "await_telemetry", "__end__": END})

@@ -31,9 +31,18 @@ def after_plan(state: RemediationState) -> Literal["propose", "__end__"]:
 def propose(state: RemediationState, deps: Deps) -> dict[str, Any]:
     """Queue the proposal; the idempotency key makes a replay return the same one."""
     result = deps.tools.propose.propose_action(state["proposal_body"] or {})
+    if result.status != "approval_required" and "idempotency key already used" in (result.error or ""):
+        # The incident's action was proposed already with other parameters (a retrain's window moved on) and was
+        # decided: a person saw it; the agent does not queue it again.
+        return {"outcome": "already_proposed"}
     if result.status != "approval_required":
         raise RuntimeError(f"proposal refused: {result.error}")
     return {"proposal_id": result.data["id"], "proposal_state": result.data["state"], "outcome": "proposed"}
+
+
+def after_propose(state: RemediationState) -> Literal["await_execution", "__end__"]:
+    """Wait for the decision on a new proposal; stop when the incident's action was proposed before."""
+    return "await_execution" if state.get("outcome") == "proposed" else "__end__"
 
 
 def await_execution(state: RemediationState, deps: Deps) -> dict[str, Any]:

@@ -18,6 +18,6 @@ class RemediationState(RemediationInput, total=False):
     proposal_body: dict[str, Any] | None
     proposal_id: str
     proposal_state: str
-    outcome: str  # monitor | proposed | rejected | expired | failed | verified
+    outcome: str  # monitor | proposed | already_proposed | rejected | expired | failed | verified
     verification: str
     verification_note: str

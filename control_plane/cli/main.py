@@ -116,7 +116,8 @@ def demo(
     devices: Annotated[int, typer.Option(min=2, max=2000, help="Simulated edge agents (two groups).")] = 50,
     once: Annotated[bool, typer.Option(help="Exit after the first rollout (no faults, no agents).")] = False,
     auto_approve: Annotated[bool, typer.Option(
-        "--auto-approve", help="Approve the rollback as a separate approver; exit 0 after a verified recovery.")]
+        "--auto-approve", help="Approve the rollback, then the retraining and its canary, as a separate "
+        "approver; exit 0 after a verified recovery and a retraining that ended in a canary or a recorded no-win.")]
     = False,
 ) -> None:
     """Run the loop on embedded defaults: SQLite, a private broker, a simulated fleet and a waved rollout."""
@@ -128,7 +129,9 @@ def demo(
 
     stop_on_sigterm()
     result = run_demo(settings, devices=devices, once=once, auto_approve=auto_approve)
-    ok = result.recovered if auto_approve else result.rollout_state == "succeeded"
+    # --auto-approve: the rollback recovered AND retraining ended honestly (canary succeeded, or no win recorded).
+    ok = (result.recovered and result.retraining is not None and result.retraining.honest if auto_approve
+          else result.rollout_state == "succeeded")
     raise typer.Exit(0 if ok else 1)
 
 

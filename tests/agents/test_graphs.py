@@ -70,6 +70,12 @@ def test_device_fault_is_triaged_explained_and_proposed_then_verified_after_rest
         kinds = [e.kind.value for e in client.timeline(triage["incident_id"])]
         # Every run carries its duration, which /metrics reads (edgeloop_agent_run_duration_seconds).
         runs = {agent: client.read_json("/agent-runs", {"agent": agent}) for agent in ("triage", "rca")}
+        # A later alert on the decided incident plans the same action with other evidence: the key is taken, so
+        # the graph ends quietly (no second proposal, no failing run).
+        again = build_remediation(saver, client, None).invoke(
+            {"incident_id": triage["incident_id"], "findings": [{**top, "refs": []}]},
+            {"configurable": {"thread_id": "remediation:again"}})
+        assert again["outcome"] == "already_proposed" and "__interrupt__" not in again
     assert kinds.count("verification") == 1 and kinds.count("rca_report") == 1 and kinds.count("triage_note") == 1
     for agent, recorded in runs.items():
         assert recorded and all(isinstance(r["details"].get("duration_seconds"), float | int)

@@ -56,22 +56,33 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.mqtt
 def test_demo_auto_approve_closes_the_loop_at_fifty_devices_and_exits_zero(tmp_path: Path) -> None:
-    """`edgeloop demo --auto-approve` at its default 50 devices: exit 0, recovery verified, the timings printed.
+    """`edgeloop demo --auto-approve` at 50 devices: recovery verified, then retrained and canaried (or no win), exit 0.
 
     At 50 devices (not at 4) the drift monitor held SQLite's write lock for over a minute per pass and the first
     windows after the rollback straddled it: the recovery was never verified.
     """
     data_dir = tmp_path / "demo"
     done = subprocess.run(_demo(data_dir, "--auto-approve", "--port", str(free_port())), env=_env(),
-                          capture_output=True, text=True, timeout=600, check=False)
+                          capture_output=True, text=True, timeout=900, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert re.search(r"time to first pending proposal: \d+\.\d+s from start", output), output[-2000:]
     assert re.search(r"approval → recovery verified: \d+\.\d+s .*rollback succeeded, verification recovered",
                      output), output[-2000:]
+    # Then the retraining leg: rows posted, the request approved, the job's numbers, one of the two honest ends.
+    assert re.search(r"labelled rows for retrain\.request prop_\w+: [\d,]+ rows of \d+ telemetry windows of 25 devices",
+                     output), output[-3000:]
+    assert re.search(r"training job tj_\w+: (canary_proposed|challenger_not_better) in \d+\.\d+s", output), \
+        output[-3000:]
+    assert re.search(r"challenger v\d+ vs champion v1: accuracy on the drifted cohort's held-out rows [\d.]+ vs [\d.]+ "
+                     r".*challenger int8 vs fp32 -?[\d.e-]+", output), output[-3000:]
+    ended = re.search(r"retraining → (canary succeeded: canary ro_\w+ succeeded|challenger did not win)", output)
+    assert ended, output[-3000:]
+    canary = ended.group(1).startswith("canary")
     assert re.search(r"timings \(50 devices\): start → fleet up \d+\.\d+s \(provisioned and connected in \d+\.\d+s\); "
                      r"fault injected → first proposal pending \d+\.\d+s \(the rollback's \d+\.\d+s\); "
-                     r"approval → recovery verified \d+\.\d+s; "
+                     r"approval → recovery verified \d+\.\d+s; retraining \d+\.\d+s \(training job \d+\.\d+s, "
+                     r"canary approval → rollout (succeeded \d+\.\d+s|- -)\); "
                      r"total \d+\.\d+s", output), output[-2000:]
     assert "/ui/approvals" in output
     assert "Traceback" not in output and "database is locked" not in output, output[-4000:]
@@ -84,7 +95,27 @@ def test_demo_auto_approve_closes_the_loop_at_fifty_devices_and_exits_zero(tmp_p
     finally:
         database.dispose()
     assert report.ok
-    assert actions.count("proposal.approved") == 1 and actions.count("proposal.executed") == 1
+    # The rollback and the retrain.request, and the challenger's canary when it won; one job, audited.
+    approved = 3 if canary else 2
+    assert actions.count("proposal.approved") == approved and actions.count("proposal.executed") == approved
+    assert actions.count("training_job.queued") == 1 and actions.count("training_job.succeeded") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.mqtt
+def test_demo_auto_approve_exits_zero_when_the_challenger_does_not_win_and_says_why(tmp_path: Path) -> None:
+    """A margin no challenger can beat: the honest no-win end, its incident note printed, no canary proposed."""
+    data_dir = tmp_path / "demo"
+    done = subprocess.run(_demo(data_dir, "--auto-approve", "--port", str(free_port())),
+                          env={**_env(), "EDGELOOP_TRAINING_WIN_MARGIN": "1.0"},
+                          capture_output=True, text=True, timeout=900, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(r"training job tj_\w+: challenger_not_better in \d+\.\d+s", output), output[-3000:]
+    assert re.search(r"retraining → challenger did not win: incident inc_\w+ notes: challenger v\d+: accuracy on "
+                     r"the cohort's held-out recent rows [\d.]+ vs champion v1 [\d.]+ .*not proposed: ", output), \
+        output[-3000:]
+    assert "rollout.canary" not in output and "Traceback" not in output, output[-4000:]
 
 
 def _children(pid: int) -> set[int]:
