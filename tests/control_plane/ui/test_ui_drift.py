@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
@@ -10,7 +11,7 @@ from playwright.sync_api import Page, expect
 from control_plane.db.session import Database
 from control_plane.drift.baseline import Baseline
 from tests.conftest import TokenFactory
-from tests.control_plane.drift.test_monitor import NOW, feed
+from tests.control_plane.drift.test_monitor import feed
 from tests.control_plane.telemetry.conftest import baseline, dataset_id  # noqa: F401  (fixtures)
 from tests.control_plane.ui.conftest import SignIn
 from tests.control_plane.ui.test_ui_browser import sign_in as browser_sign_in
@@ -21,8 +22,9 @@ def drifted_telemetry(database: Database, reference: Baseline) -> None:
 
     Both sit well inside the page's two one-hour buckets that end now, whatever second the page is rendered.
     """
-    feed(database, reference, NOW - 5400, count=10)
-    feed(database, reference, NOW - 2700, count=10, first_seq=100, shift={0: 6.0})
+    now = float(int(time.time()))  # not the NOW fixed at collection: a long suite reaches this test much later
+    feed(database, reference, now - 5400, count=10)
+    feed(database, reference, now - 2700, count=10, first_seq=100, shift={0: 6.0})
 
 
 def test_drift_page_draws_the_shift(client: TestClient, database: Database, sign_in: SignIn,
