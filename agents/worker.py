@@ -28,6 +28,10 @@ from control_plane.events.schemas import Event
 
 log = logging.getLogger(__name__)
 PROPOSAL_MOVES = frozenset({"proposal.executed", "proposal.rejected", "proposal.expired", "proposal.failed"})
+# A proposal refused because the world moved under it (or left to expire) is re-planned from fresh evidence, at
+# most this many times per incident: a remedy that still applies is proposed again, never in a storm.
+MAX_REPROPOSALS = 2
+STALE_PREFIX = "stale"
 
 
 class Cursor:
@@ -68,6 +72,11 @@ class AgentWorker:
         self.rca = build_rca(checkpointer, client, llm, **options)
         self.remediation = build_remediation(checkpointer, client, llm, **options)
         self.handled = 0
+        self.rca_passes = 0
+        self.coalesced = 0
+        # Alert checks each incident's pending proposal already accounts for: another alert of the same check
+        # (one per drifted feature: 60 on the demo) joins the evidence of the next pass instead of costing one.
+        self.analysed: dict[str, set[str]] = {}
         self._stop = threading.Event()
 
     def run(self, stop: threading.Event, *, start_at_head: bool = False, read_timeout: float = 2.0,
@@ -110,7 +119,8 @@ class AgentWorker:
         """Run what one event calls for; a failing graph is logged and does not stop the worker."""
         try:
             if event.action == "incident.alert_joined" and event.data.get("alert_id"):
-                self.on_alert(str(event.data["alert_id"]), event.resource_id, event.seq)
+                self.on_alert(str(event.data["alert_id"]), event.resource_id, event.seq,
+                              str(event.data["check"]) if event.data.get("check") else None)
             elif event.action in PROPOSAL_MOVES:
                 self.on_proposal(event.resource_id)
         except Exception:  # one bad event must not stop the stream; the graph's checkpoint keeps its progress
@@ -121,21 +131,46 @@ class AgentWorker:
         self.handled += 1
         return True
 
-    def on_alert(self, alert_id: str, incident_id: str, seq: int) -> None:
-        """Triage the alert; investigate and remediate when triage says so."""
+    def on_alert(self, alert_id: str, incident_id: str, seq: int, check: str | None = None) -> None:
+        """Triage the alert; investigate and remediate when triage says so (or coalesce it into a pending one)."""
+        thread = {"configurable": {"thread_id": f"remediation:{incident_id}"}}
+        check = check or str(self.client.read_json(f"/alerts/{alert_id}").get("check"))
+        analysed = self.analysed.setdefault(incident_id, set())
+        if check in analysed and self.remediation.get_state(thread).next:
+            # The proposal waiting for a person already answers this kind of alert; the next pass (another
+            # check, or a re-plan after the proposal closes) reads this alert with the incident's others.
+            self.coalesced += 1
+            log.info("incident %s: %s alert %s coalesced into the pending proposal", incident_id, check, alert_id)
+            return
         triage = _run_once(self.triage, f"triage:{alert_id}:{seq}", {"alert_id": alert_id})
         if triage.get("decision") != "investigate":
             return
         rca = _run_once(self.rca, f"rca:{incident_id}:{seq}", {"incident_id": incident_id})
-        thread = {"configurable": {"thread_id": f"remediation:{incident_id}"}}
+        self.rca_passes += 1
+        analysed.add(check)
         if self.remediation.get_state(thread).next:
             log.info("incident %s already has a remediation waiting for approval", incident_id)
             return
         self.remediation.invoke({"incident_id": incident_id, "findings": rca["findings"]}, thread)
 
     def on_proposal(self, proposal_id: str) -> None:
-        """Resume the remediation waiting on this proposal (a repeat resume finds nothing waiting)."""
-        self._resume_waiting(self.client.get_proposal(proposal_id))
+        """Resume the remediation waiting on this proposal; re-plan one refused as stale or left to expire."""
+        proposal = self.client.get_proposal(proposal_id)
+        self._resume_waiting(proposal)
+        if proposal.incident_id is None or not _went_stale(proposal):
+            return
+        thread = {"configurable": {"thread_id": f"remediation:{proposal.incident_id}"}}
+        state = self.remediation.get_state(thread)
+        attempt = int(state.values.get("attempt", 0)) + 1
+        if state.next or state.values.get("proposal_id") != proposal.id or attempt > MAX_REPROPOSALS:
+            return  # another proposal is open, this one was superseded, or the bound is reached
+        rca = _run_once(self.rca, f"rca:{proposal.incident_id}:after:{proposal.id}",
+                        {"incident_id": proposal.incident_id})
+        self.rca_passes += 1
+        log.info("proposal %s went stale (%s); re-planning incident %s (attempt %d)", proposal.id,
+                 proposal.state.value, proposal.incident_id, attempt)
+        self.remediation.invoke({"incident_id": proposal.incident_id, "findings": rca["findings"],
+                                 "attempt": attempt}, thread)
 
     def poll_executed(self) -> None:
         """Resume remediations whose proposal executed while its event still queues behind a burst of alerts."""
@@ -167,6 +202,15 @@ class AgentWorker:
             self.cursor.waiting.add(thread_id)
         else:
             self.cursor.waiting.discard(thread_id)
+
+
+def _went_stale(proposal: ProposalRead) -> bool:
+    """True when the proposal closed because the world changed under it (or nobody decided in time)."""
+    if proposal.state == ProposalState.EXPIRED:
+        return True
+    reason = (proposal.decision_reason if proposal.state == ProposalState.REJECTED
+              else proposal.error if proposal.state == ProposalState.FAILED else None)
+    return bool(reason) and STALE_PREFIX in str(reason).lower()
 
 
 def _run_once(graph: Any, thread_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from edge_agent.simulator import Fleet
 
 DEMO_MODEL = "digits-mlp"
 DEMO_GROUPS = ("demo-a", "demo-b")
+STALE_RETRIES = 2  # fresh proposals the demo approves after a stale one, as the agents re-plan at most twice
 
 
 @dataclass(frozen=True)
@@ -284,11 +285,24 @@ def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_ve
             return result
         approved = time.monotonic()
         result = dataclasses.replace(result, fault_to_rollback_s=approved - injected)
-        try:
-            recovery = approve_and_verify(approver, rollback, timeout)
-        except ControlPlaneError as exc:  # e.g. stale: the canary finished after the agent proposed
-            console.print(f"[bold red]the approval was refused[/]: {exc.message}", highlight=False)
-            return result
+        refused: set[str] = set()
+        while True:
+            try:
+                recovery = approve_and_verify(approver, rollback, timeout)
+                break
+            except ControlPlaneError as exc:  # e.g. stale: the canary finished after the agent proposed
+                console.print(f"[bold red]the approval was refused[/]: {exc.message}", highlight=False)
+                if exc.status_code != 409 or "stale" not in exc.message or len(refused) >= STALE_RETRIES:
+                    return result
+                # As a person would: reject the stale proposal saying so; the agents re-plan from fresh evidence.
+                approver.reject(rollback.id, f"stale: {exc.message}"[:200])
+            refused.add(rollback.id)
+            rollback = wait_for_pending(approver, timeout, kinds=ROLLBACK_KINDS, ignore=stale | refused)
+            if rollback is None:
+                console.print("[bold red]no fresh rollback proposal after the stale one[/]")
+                return result
+            console.print(f"[bold green]fresh proposal[/] {rollback.kind} ({rollback.id})")
+            approved = time.monotonic()
         done = recovery.proposal
         result = dataclasses.replace(result, proposal_id=done.id, proposal_state=str(done.state),
                                      verification=str(done.verification), recovered=recovery.verified,

@@ -12,7 +12,7 @@ MONITOR_ONLY = frozenset({Cause.UPSTREAM_CHANGE, Cause.INFRASTRUCTURE, Cause.HAR
 
 
 def plan_action(finding: dict[str, Any], *, incident_id: str, now: float,
-                lookback_hours: float) -> dict[str, Any] | None:
+                lookback_hours: float, attempt: int = 0) -> dict[str, Any] | None:
     """Return a ProposalCreate body for the top finding, or None (monitor only)."""
     cause, scope = Cause(finding["cause"]), finding["scope"]
     refs = finding.get("refs", [])[:50]
@@ -44,9 +44,11 @@ def plan_action(finding: dict[str, Any], *, incident_id: str, now: float,
     if action is None:
         return None
     target = action.get("rollout_id") or action.get("device_id") or action.get("prompt") or action.get("model")
+    # A re-proposal (the first went stale) needs its own key, else the API returns the closed one again.
+    suffix = f".r{attempt}" if attempt else ""
     return {"action": action, "incident_id": incident_id, "evidence": refs, "expected_effect": effect,
             "risk": "low" if action["kind"] in ("retrain.request", "device.quarantine") else "medium",
-            "idempotency_key": f"{incident_id}.{action['kind']}.{target}"[:200]}
+            "idempotency_key": f"{incident_id}.{action['kind']}.{target}"[:190] + suffix}
 
 
 def judge_recovery(windows: list[dict[str, Any]], *, proposal: dict[str, Any], executed_at: float,

@@ -19,7 +19,7 @@ def plan(state: RemediationState, deps: Deps) -> dict[str, Any]:
     """Choose the action that fits the top cause and its scope (no side effect)."""
     top = state["findings"][0] if state["findings"] else None
     body = None if top is None else plan_action(top, incident_id=state["incident_id"], now=deps.clock(),
-                                                lookback_hours=deps.lookback_hours)
+                                                lookback_hours=deps.lookback_hours, attempt=state.get("attempt", 0))
     return {"proposal_body": body, "outcome": "monitor" if body is None else "planned"}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class RemediationInput(TypedDict):
@@ -10,6 +10,7 @@ class RemediationInput(TypedDict):
 
     incident_id: str
     findings: list[dict[str, Any]]
+    attempt: NotRequired[int]  # > 0: a re-proposal after a stale refusal, under a fresh idempotency key
 
 
 class RemediationState(RemediationInput, total=False):

@@ -113,7 +113,7 @@ def _join(session: Session, incident: Incident, alert: Alert, actor: str, now: d
               {"alert_id": alert.id, "check": alert.check, "severity": alert.severity, "title": alert.title,
                "feature": alert.feature})
     audit.record(session, actor=actor, action="incident.alert_joined", resource=("incident", incident.id),
-                 data={"alert_id": alert.id, "severity": incident.severity})
+                 data={"alert_id": alert.id, "severity": incident.severity, "check": alert.check})
 
 
 def correlate_alert(*, session: Session, alert: Alert, actor: str = SYSTEM_ACTOR) -> Incident:
