@@ -276,15 +276,18 @@ def _close_loop(settings: Settings, client: httpx.Client, faults: Faults, bad_ve
         console.print(f"[bold green]pending proposal[/] {pending.kind} ({pending.id}) "
                       f"{result.first_pending_s:.1f}s after start, {result.fault_to_pending_s:.1f}s after the fault")
         _print_approval_help(settings)
-        if not auto_approve:
-            return result
         rollback = pending if pending.kind in ROLLBACK_KINDS else wait_for_pending(approver, timeout,
                                                                                     kinds=ROLLBACK_KINDS, ignore=stale)
         if rollback is None:
             console.print("[bold red]no rollback proposal for the bad version[/]")
             return result
+        result = dataclasses.replace(result, fault_to_rollback_s=time.monotonic() - injected)
+        if rollback is not pending:
+            console.print(f"[bold green]pending proposal[/] {rollback.kind} ({rollback.id}) "
+                          f"{result.fault_to_rollback_s:.1f}s after the fault")
+        if not auto_approve:  # a person approves in the web UI
+            return result
         approved = time.monotonic()
-        result = dataclasses.replace(result, fault_to_rollback_s=approved - injected)
         refused: set[str] = set()
         while True:
             try:
