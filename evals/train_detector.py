@@ -22,6 +22,7 @@ from evals.halueval import DEV_ROWS, TASKS
 from evals.metrics import auroc
 from evals.perturb import FAITHFUL_KINDS, HALLUCINATION_KINDS
 from evals.scorers.consistency import FEATURE_NAMES
+from evals.scorers.cross_encoder import CrossEncoder, load_cross_encoder_meta
 from evals.scorers.detector import (
     CLAIM_MODEL_FILE,
     META_FILE,
@@ -31,6 +32,16 @@ from evals.scorers.detector import (
     HallucinationDetector,
     answer_shape,
 )
+from evals.scorers.nli import ScorerUnavailableError
+
+
+def cross_encoder_available() -> bool:
+    """Return whether the cross-encoder's files are shipped."""
+    try:
+        load_cross_encoder_meta()
+    except ScorerUnavailableError:
+        return False
+    return True
 
 TRAIN_ROWS = 1700
 # The threshold keeps false flags at most this on faithful dev answers, on the right answers and on the faithful
@@ -38,6 +49,14 @@ TRAIN_ROWS = 1700
 MAX_DEV_FALSE_FLAGS = 0.07
 # Candidate weights of the answer model against the worst claim's claim-model probability, chosen per shape.
 ANSWER_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Candidate weights of the cross-encoder against the trees, chosen per shape on the same rows.
+CROSS_ENCODER_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
+# How many claims (the trees' most suspect) the cross-encoder reads per answer: its cost is 10-16 ms a claim on one
+# core, so one claim is what the >= 100 answers/s target on two cores leaves room for (a second claim cost
+# dialogue replies ~40% of their speed). Summaries get none: the trees already take ~8 ms there, one read claim
+# brought them from 241 to 79 answers/s on two cores, and it moved dev AUROC by +0.007 and minimal-hallucination
+# AUROC by +0.005 only.
+CLAIMS_READ = {"qa": 1, "dialogue": 1, "summary": 0}
 
 
 def sample_weights(items: list[Item]) -> np.ndarray:
@@ -86,17 +105,37 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, rewrites: np.ndarra
     return round(min(max(best, 1e-3), 1 - 1e-3), 6)
 
 
+def _versus_right(scores: np.ndarray, kinds: np.ndarray, mask: np.ndarray, positive: tuple[str, ...]) -> float:
+    """Return the AUROC of the ``positive`` kinds against the right answers on ``mask`` (0 when there are none)."""
+    right, hallucinated = mask & (kinds == "right"), mask & np.isin(kinds, positive)
+    pair = hallucinated | right
+    return auroc(list(scores[pair]), [int(v) for v in hallucinated[pair]]) if hallucinated.any() else 0.0
+
+
+def _objective(scores: np.ndarray, kinds: np.ndarray, mask: np.ndarray) -> float:
+    """Return the sum of AUROC (right vs hallucinated) and minimal-hallucination AUROC on ``mask``."""
+    return (_versus_right(scores, kinds, mask, ("hallucinated",))
+            + _versus_right(scores, kinds, mask, HALLUCINATION_KINDS))
+
+
 def choose_weight(parts: list[tuple[np.ndarray, np.ndarray]], kinds: np.ndarray, mask: np.ndarray) -> float:
     """Return the answer-model weight with the best mean of AUROC and minimal-hallucination AUROC on ``mask``."""
-    right, hallucinated = mask & (kinds == "right"), mask & (kinds == "hallucinated")
-    minimal = mask & np.isin(kinds, HALLUCINATION_KINDS)
     best, best_value = 1.0, -1.0
     for weight in ANSWER_WEIGHTS:
-        scores = np.array([HallucinationDetector.blend(a, c, weight)[0] for a, c in parts])
-        value = 0.0
-        for positive in (hallucinated, minimal):
-            pair = positive | right
-            value += auroc(list(scores[pair]), [int(v) for v in positive[pair]]) if positive.any() else 0.0
+        value = _objective(np.array([HallucinationDetector.blend(a, c, weight)[0] for a, c in parts]), kinds, mask)
+        if value > best_value + 1e-4:
+            best, best_value = weight, value
+    return best
+
+
+def choose_cross_encoder_weight(blended: list[tuple[float, list[float]]], read: list[dict[int, float]],
+                                kinds: np.ndarray, mask: np.ndarray) -> float:
+    """Return the cross-encoder weight with the best mean of AUROC and minimal-hallucination AUROC on ``mask``."""
+    best, best_value = 0.0, -1.0
+    for weight in CROSS_ENCODER_WEIGHTS:
+        scores = np.array([HallucinationDetector.mix(w, c, r, weight)[0] for (w, c), r in zip(blended, read,
+                                                                                             strict=True)])
+        value = _objective(scores, kinds, mask)
         if value > best_value + 1e-4:
             best, best_value = weight, value
     return best
@@ -109,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trees", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibrate-only", action="store_true", help="keep the exported model, refit thresholds")
+    parser.add_argument("--cross-encoder", action=argparse.BooleanOptionalAction, default=True,
+                        help="mix in the shipped cross-encoder (evals/train_cross_encoder.py) when it is present")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     calib_items = all_items(TRAIN_ROWS, DEV_ROWS)
@@ -140,13 +181,28 @@ def main(argv: list[str] | None = None) -> int:
     shapes = np.array([answer_shape(i.question) for i in calib_items])
     rewrites = np.isin(kinds, FAITHFUL_KINDS)
     answer_weight = {shape: choose_weight(parts, kinds, shapes == shape) for shape in SHAPES}
-    scores = np.array([detector.blend(a, c, answer_weight[shape])[0]
-                       for (a, c), shape in zip(parts, shapes, strict=True)])
+    blended = [detector.blend(a, c, answer_weight[shape]) for (a, c), shape in zip(parts, shapes, strict=True)]
+    read: list[dict[int, float]] = [{} for _ in calib_items]
+    ce_weight, claims_read = dict.fromkeys(SHAPES, 0.0), dict.fromkeys(SHAPES, 0)
+    if args.cross_encoder and cross_encoder_available():
+        detector.cross_encoder = CrossEncoder()
+        read = [detector.read_claims(i.answer, claims, detector.passage([i.context], i.question), CLAIMS_READ[shape])
+                for i, (_, claims), shape in zip(calib_items, blended, shapes, strict=True)]
+        ce_weight = {shape: choose_cross_encoder_weight(blended, read, kinds, shapes == shape) for shape in SHAPES}
+        claims_read = {shape: CLAIMS_READ[shape] if ce_weight[shape] > 0 else 0 for shape in SHAPES}
+        print(f"cross-encoder weights {ce_weight} in {time.perf_counter() - started:.0f}s", flush=True)
+    scores = np.array([detector.mix(w, c, r, ce_weight[shape])[0]
+                       for (w, c), r, shape in zip(blended, read, shapes, strict=True)])
     thresholds = {shape: choose_threshold(scores[shapes == shape], labels[shapes == shape],
                                           rewrites[shapes == shape]) for shape in SHAPES}
     flags = scores >= np.array([thresholds[s] for s in shapes])
+    trees_only = np.array([w for w, _ in blended])
     calibration = {
         task: {"auroc": round(auroc(scores[mask], labels[mask]), 4),
+               **{f"{prefix}{name}": round(_versus_right(values, kinds, mask, positive), 4)
+                  for prefix, values in (("", scores), ("trees_only_", trees_only))
+                  for name, positive in (("halueval_auroc", ("hallucinated",)),
+                                         ("minimal_hallucination_auroc", HALLUCINATION_KINDS))},
                "flag_rate_hallucinated": round(float(flags[mask & (labels == 1)].mean()), 4),
                "false_flag_rate_faithful": round(float(flags[mask & (labels == 0)].mean()), 4),
                "false_flag_rate_rewrites": round(float(flags[mask & rewrites].mean()), 4)}
@@ -167,8 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         "answer_weight_chosen_on": f"the same rows: per shape, the weight in {list(ANSWER_WEIGHTS)} with the best mean "
                                    "of AUROC (right vs hallucinated) and minimal-hallucination AUROC (right vs "
                                    "perturbed)",
+        "cross_encoder": {"weight": ce_weight, "claims_read": claims_read,
+                          "chosen_on": f"the same rows, after the answer weight: per shape, the weight in "
+                                       f"{list(CROSS_ENCODER_WEIGHTS)} with the best mean of the same two AUROCs; "
+                                       "the cross-encoder reads the claims_read claims with the highest tree "
+                                       "probability"},
         "decision": "P = w * P_answer_model + (1 - w) * max over claims of P_claim_model (w per shape; a claim's P "
-                    "mixes both models on its own features the same way); flagged when P >= the threshold of its "
+                    "mixes both models on its own features the same way); then P = (1 - v) * P + v * max over the "
+                    "read claims of P_cross_encoder (v per shape; a read claim's P mixes the same way); flagged "
+                    "when P >= the threshold of its "
                     "shape; a flagged answer's claims at or over it (else its worst) are unsupported; score = 1 - P "
                     "mapped piecewise-linearly so the threshold is 0.5",
         "dev_calibration": calibration,

@@ -121,6 +121,7 @@ class Passage:
 
     def __init__(self, contexts: list[str], question: str) -> None:
         text = "\n\n".join(contexts)
+        self.contexts = tuple(contexts)
         self.tokens = words(text)
         self.positions: dict[str, list[int]] = {}
         for w in self.tokens:

@@ -8,6 +8,11 @@ text without a question); the claims of a flagged answer at or over the threshol
 claim) are the unsupported ones, and an answer that is not flagged has none, so the hallucination rate and the
 per-claim verdicts come from one decision. The score is calibrated so that 0.5 is the threshold: faithfulness
 ``>= 0.5`` means not flagged.
+
+The trees count words; the shipped cross-encoder (``cross_encoder.py``, a 3-layer MiniLM fine-tuned on the same
+rows) reads what they cannot: a name in the wrong role, a sentence that says the opposite. It reads the claims the
+trees find most suspect (at most ``claims_read`` per answer, to keep the detector above 100 answers/s on two
+cores), and its probability is mixed in with a per-shape weight fixed on dev rows, like the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ import numpy as np
 
 from evals.scorers.base import ClaimVerdict, Contexts, ScoreResult, Verdict
 from evals.scorers.consistency import FEATURE_NAMES, Passage, answer_features
+from evals.scorers.cross_encoder import (
+    CROSS_ENCODER_DIR,
+    ContextIndex,
+    CrossEncoder,
+    load_cross_encoder_meta,
+    premise_for,
+)
 from evals.scorers.nli import ScorerUnavailableError
 from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, split_sentences
 
@@ -59,6 +71,9 @@ class DetectorMeta:
     version: str
     # Per shape, the weight of the answer model; the rest goes to the claim model (1.0: no claim model).
     answer_weight: dict[str, float]
+    # Per shape, the cross-encoder's weight against the trees (0.0: not read) and how many claims it reads.
+    cross_encoder_weight: dict[str, float]
+    claims_read: dict[str, int]
 
 
 def load_meta(directory: Path = MODEL_DIR) -> DetectorMeta:
@@ -77,7 +92,13 @@ def load_meta(directory: Path = MODEL_DIR) -> DetectorMeta:
         raise ScorerUnavailableError(f"{path}: answer weights must be in [0, 1], got {weights}")
     if min(weights.values()) < 1.0 and not (directory / CLAIM_MODEL_FILE).is_file():
         raise ScorerUnavailableError(f"{path} needs {CLAIM_MODEL_FILE}: python -m evals.train_detector")
-    return DetectorMeta(tuple(raw["features"]), thresholds, str(raw.get("version", "")), weights)
+    mixing = raw.get("cross_encoder", {})
+    ce_weights = {shape: float(mixing.get("weight", {}).get(shape, 0.0)) for shape in SHAPES}
+    claims_read = {shape: int(mixing.get("claims_read", {}).get(shape, 0)) for shape in SHAPES}
+    if not all(0.0 <= w <= 1.0 for w in ce_weights.values()) or min(claims_read.values()) < 0:
+        raise ScorerUnavailableError(f"{path}: bad cross_encoder mixing {mixing}")
+    return DetectorMeta(tuple(raw["features"]), thresholds, str(raw.get("version", "")), weights, ce_weights,
+                        claims_read)
 
 
 class HallucinationDetector:
@@ -86,10 +107,15 @@ class HallucinationDetector:
     name = "detector"
     tier = 2
 
-    def __init__(self, directory: Path = MODEL_DIR, threads: int = 1) -> None:
+    def __init__(self, directory: Path = MODEL_DIR, threads: int = 1,
+                 cross_encoder_dir: Path = CROSS_ENCODER_DIR) -> None:
         import onnxruntime as ort
 
         self.meta = load_meta(directory)
+        # Thresholds were fixed on the mixed score: a missing cross-encoder must not silently shift them.
+        self.cross_encoder = None
+        if max(self.meta.cross_encoder_weight.values()) > 0.0:
+            self.cross_encoder = CrossEncoder(cross_encoder_dir, threads=threads)
         options = ort.SessionOptions()
         # Trees on a few rows: one thread is fastest and leaves the other cores to other scorers.
         options.intra_op_num_threads = threads
@@ -101,6 +127,7 @@ class HallucinationDetector:
             self.claim_session = ort.InferenceSession(str(directory / CLAIM_MODEL_FILE), options,
                                                       providers=["CPUExecutionProvider"])
         self._passages: OrderedDict[tuple[tuple[str, ...], str], Passage] = OrderedDict()
+        self._indexes: OrderedDict[tuple[tuple[str, ...], str], ContextIndex] = OrderedDict()
 
     def probabilities(self, matrix: np.ndarray, claims: bool = False) -> np.ndarray:
         """Return P(hallucinated) for each feature row (of the answer model, or of the claim model)."""
@@ -137,11 +164,46 @@ class HallucinationDetector:
         claims = weight * answer_probs[1:] + (1.0 - weight) * claim_probs
         return float(whole), [float(p) for p in claims]
 
+    def context_index(self, passage: Passage) -> ContextIndex:
+        """Return the passage's sentence index for the cross-encoder (cached like the passage)."""
+        key = (passage.contexts, passage.question)
+        if key not in self._indexes:
+            self._indexes[key] = ContextIndex.build(list(passage.contexts), passage.question)
+            if len(self._indexes) > 32:
+                self._indexes.popitem(last=False)
+        return self._indexes[key]
+
+    def read_claims(self, answer: str, tree_claims: list[float], passage: Passage, limit: int) -> dict[int, float]:
+        """Return the cross-encoder's P(hallucinated) of the ``limit`` claims the trees find most suspect."""
+        if self.cross_encoder is None or limit <= 0 or not tree_claims:
+            return {}
+        spans = split_sentences(answer)
+        order = [i for i in np.argsort(-np.asarray(tree_claims), kind="stable") if spans[i].text.strip()][:limit]
+        if not order:
+            return {}
+        index = self.context_index(passage)
+        claims = [spans[i].text.strip() for i in order]
+        probs = self.cross_encoder.probabilities([premise_for(c, index) for c in claims], claims)
+        return {int(i): float(p) for i, p in zip(order, probs, strict=True)}
+
+    @staticmethod
+    def mix(whole: float, claims: list[float], read: dict[int, float], weight: float) -> tuple[float, list[float]]:
+        """Mix the cross-encoder into the trees: the answer with its worst read claim, each read claim with itself."""
+        if weight <= 0.0 or not read:
+            return whole, claims
+        mixed = [(1.0 - weight) * p + weight * read[i] if i in read else p for i, p in enumerate(claims)]
+        return (1.0 - weight) * whole + weight * max(read.values()), mixed
+
     def decide(self, answer: str, passage: Passage) -> tuple[float, list[float]]:
         """Return the answer's probability of being hallucinated and each claim's."""
         answer_probs, claim_probs = self.parts(answer, passage)
-        weight = self.meta.answer_weight[answer_shape(passage.question)]
-        return self.blend(answer_probs, claim_probs, weight)
+        shape = answer_shape(passage.question)
+        whole, claims = self.blend(answer_probs, claim_probs, self.meta.answer_weight[shape])
+        weight = self.meta.cross_encoder_weight[shape]
+        if weight <= 0.0:
+            return whole, claims
+        return self.mix(whole, claims, self.read_claims(answer, claims, passage, self.meta.claims_read[shape]),
+                        weight)
 
     def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
         """Score one answer against its contexts; per-claim verdicts use the same threshold."""
@@ -174,13 +236,16 @@ class HallucinationDetector:
 
     def _details(self, probability: float, shape: str) -> dict[str, float]:
         return {"hallucination_probability": round(probability, 6), "threshold": self.meta.thresholds[shape],
-                "tier": float(self.tier)}
+                "tier": float(self.tier), "cross_encoder_weight": self.meta.cross_encoder_weight[shape]}
 
 
 def detector_available(directory: Path = MODEL_DIR) -> bool:
     """Return whether the shipped model can be loaded."""
     try:
-        load_meta(directory)
+        meta = load_meta(directory)
+        if max(meta.cross_encoder_weight.values()) > 0.0:
+            load_cross_encoder_meta()
+            import tokenizers  # noqa: F401
         import onnxruntime  # noqa: F401
     except (ScorerUnavailableError, ImportError, ValueError, KeyError):
         return False

@@ -1,9 +1,10 @@
 """Tier 2: an NLI / cross-encoder model on onnxruntime, used when a model file is configured.
 
 Point ``EDGELOOP_NLI_MODEL`` / ``EDGELOOP_NLI_TOKENIZER`` (or the constructor) at an ONNX export of a
-sequence-pair classifier and its ``tokenizer.json``: an MNLI cross-encoder (premise = one context sentence), or
-the MiniLM cross-encoder ``evals/train_cross_encoder.py`` fine-tunes offline (premise = the whole context,
-declared by ``"premise": "context"`` in the ``edgeloop.json`` written beside it). No weights are bundled.
+sequence-pair classifier with an ``entailment`` label and its ``tokenizer.json``: an MNLI cross-encoder (premise =
+one context sentence), or one trained on ``question | whole context`` premises (declared by ``"premise":
+"context"`` in an ``edgeloop.json`` beside it). No NLI weights are bundled; the shipped detector's own
+cross-encoder (``cross_encoder.py``) is a hallucination classifier, not an NLI model, and is used by the detector.
 """
 
 from __future__ import annotations
