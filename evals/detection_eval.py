@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         for part in parts:
             merged["tasks"].update(part["tasks"])
             merged["throughput"].update(part["throughput"])
+        for field in ("tasks", "throughput"):
+            merged[field] = {task: merged[field][task] for task in TASKS if task in merged[field]}
         merged["load_average_at_end"] = max((p["load_average_at_end"] for p in parts), key=lambda load: load[0])
         merged["generated_at"] = max(p.get("generated_at", "") for p in parts)
         merged.update(convention_fields(merged))

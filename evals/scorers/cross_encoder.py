@@ -98,16 +98,21 @@ class CrossEncoder:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer: Any = Tokenizer.from_file(str(directory / "tokenizer.json"))
         # The premise is cut first so the claim, the thing judged, survives whole.
-        self.tokenizer.enable_truncation(max_length=int(self.meta.get("max_length", MAX_TOKENS)),
-                                         strategy="only_first")
+        self.max_tokens = int(self.meta.get("max_length", MAX_TOKENS))
+        self.tokenizer.enable_truncation(max_length=self.max_tokens, strategy="only_first")
         self.tokenizer.enable_padding()
+
+    def _cap(self, claim: str) -> str:
+        """Cut a claim to half the token budget: a claim longer than the budget leaves "only_first" nothing to cut."""
+        limit = self.max_tokens // 2
+        encoding = self.tokenizer.encode(claim, add_special_tokens=False)
+        return claim if len(encoding.ids) <= limit else claim[:encoding.offsets[limit - 1][1]]
 
     def probabilities(self, premises: list[str], claims: list[str]) -> np.ndarray:
         """Return P(hallucinated) for each pair (one batch, padded to its longest member)."""
         if not claims:
             return np.zeros(0)
-        # A claim longer than the budget alone would leave "only_first" nothing to cut: cap the claim too.
-        claims = [" ".join(c.split()[:60]) for c in claims]
+        claims = [self._cap(" ".join(c.split()[:60])) for c in claims]
         encodings = self.tokenizer.encode_batch(list(zip(premises, claims, strict=True)))
         feeds = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),

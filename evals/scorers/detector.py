@@ -219,6 +219,12 @@ class HallucinationDetector:
         probability, claim_probs = self.decide(answer_text, passage)
         shape = answer_shape(question_text)
         threshold = self.meta.thresholds[shape]
+        ungrounded = [ungrounded_claim(span.text, passage, shape) for span in spans]
+        if any(ungrounded):
+            # Outside what the models were trained on (HaluEval always shares words with its passage): a claim
+            # that nothing in the context supports is unsupported, however fluent.
+            claim_probs = [1.0 if bad else p for p, bad in zip(claim_probs, ungrounded, strict=True)]
+            probability = 1.0
         answer_flagged = probability >= threshold
         flagged = [answer_flagged and p >= threshold for p in claim_probs]
         if answer_flagged and not any(flagged) and flagged:
@@ -232,11 +238,30 @@ class HallucinationDetector:
             verdicts.append(ClaimVerdict(span.text, span.start, span.end, verdict, support, missing))
         note = "" if context_texts else "empty context: no content can be supported"
         score = min(1.0, max(0.0, round(1.0 - calibrated(probability, threshold), 9)))
-        return ScoreResult(score, self.name, tuple(verdicts), note=note, details=self._details(probability, shape))
+        details = self._details(probability, shape) | {"ungrounded_claims": float(sum(ungrounded))}
+        return ScoreResult(score, self.name, tuple(verdicts), note=note, details=details)
 
     def _details(self, probability: float, shape: str) -> dict[str, float]:
         return {"hallucination_probability": round(probability, 6), "threshold": self.meta.thresholds[shape],
                 "tier": float(self.tier), "cross_encoder_weight": self.meta.cross_encoder_weight[shape]}
+
+
+def ungrounded_claim(claim: str, passage: Passage, shape: str) -> bool:
+    """Return whether nothing in the context supports ``claim``: a rule over the trees, not a learned score.
+
+    With no context content, every claim that adds content beyond the question is ungrounded. Otherwise, a QA
+    answer or summary sentence is ungrounded when it names something new (a name or number the question does not
+    give) and not one of its content words occurs in the context. Dialogue replies are exempt: a faithful reply
+    may recommend or mention things the knowledge does not list (30% of HaluEval's right replies would trip it).
+    """
+    evidence = passage.evidence
+    tokens = content_tokens(claim)
+    new = [t for t in tokens if t.key not in evidence.given_keys]
+    if not evidence.context_keys:
+        return bool(new)
+    if shape == "dialogue":
+        return False
+    return any(t.kind != "word" for t in new) and not any(t.key in evidence.context_keys for t in tokens)
 
 
 def detector_available(directory: Path = MODEL_DIR) -> bool:

@@ -119,3 +119,25 @@ def test_claim_labels_mark_the_edited_sentence_only() -> None:
     answers, claims, labels, owners = featurize(items)
     assert answers.shape == (3, len(FEATURE_NAMES)) and claims.shape == (6, len(FEATURE_NAMES))
     assert owners.tolist() == [0, 0, 1, 1, 2, 2] and labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_nothing_is_supported_by_an_empty_context(detector: HallucinationDetector) -> None:
+    for question in (QUESTION, "[Human]: Who runs it? [Assistant]: Let me see. [Human]: Who?", ""):
+        result = detector.score(answer="Alice runs the broker. It listens on port 1883.", contexts=[],
+                                question=question)
+        assert result.score == 0.0 and len(result.unsupported_claims) == 2 and result.note
+        assert result.details["ungrounded_claims"] == 2
+
+
+def test_a_claim_the_context_does_not_mention_at_all_is_unsupported(detector: HallucinationDetector) -> None:
+    unrelated = ["The weather is nice today. Paris has many cafes."]
+    for question in (QUESTION, ""):
+        result = detector.score(answer="Christopher Nolan directed Inception in 2010.", contexts=unrelated,
+                                question=question)
+        assert result.score < 0.5 and result.unsupported_claims and result.details["ungrounded_claims"] == 1
+    # One shared content word takes a claim out of the rule: the models judge it.
+    grounded = detector.score(answer="Alice runs the broker.", contexts=[CONTEXT], question=QUESTION)
+    assert grounded.details["ungrounded_claims"] == 0 and grounded.score >= 0.5
+    # Echoing the question adds nothing new, so an empty context does not make it ungrounded.
+    echo = detector.score(answer="Who runs the broker?", contexts=[], question=QUESTION)
+    assert echo.details["ungrounded_claims"] == 0
