@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evals.scorers.grounding import last_turn
-from evals.scorers.nli import ScorerUnavailableError
+from evals.scorers.nli import ScorerUnavailableError, pair_logits
 from evals.scorers.text import key_set, split_sentences
 
 CROSS_ENCODER_DIR = Path(str(resources.files("evals.scorers").joinpath("models", "cross_encoder")))
@@ -113,12 +113,5 @@ class CrossEncoder:
         if not claims:
             return np.zeros(0)
         claims = [self._cap(" ".join(c.split()[:60])) for c in claims]
-        encodings = self.tokenizer.encode_batch(list(zip(premises, claims, strict=True)))
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        logits = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
-        logits = np.asarray(logits, dtype=np.float64)
+        logits = pair_logits(self.session, self.tokenizer, self.input_names, premises, claims)
         return np.asarray(1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1])), dtype=np.float64)

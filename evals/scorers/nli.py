@@ -77,6 +77,19 @@ def load_nli_config(
     return NliConfig(Path(model), Path(tokenizer), tuple(labels), **extra)
 
 
+def pair_logits(session: Any, tokenizer: Any, input_names: set[str], premises: list[str],
+                hypotheses: list[str]) -> np.ndarray:
+    """Tokenise (premise, hypothesis) pairs as one padded batch and return the ONNX classifier's logits."""
+    encodings = tokenizer.encode_batch(list(zip(premises, hypotheses, strict=True)))
+    feeds = {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+    # Some exports drop token_type_ids: feed only what the graph declares.
+    return np.asarray(session.run(None, {k: v for k, v in feeds.items() if k in input_names})[0], dtype=np.float64)
+
+
 def context_premise(contexts: list[str], question: str | None) -> str:
     """Return the premise the context-mode cross-encoder sees; training builds it with this same function."""
     body = "\n".join(text.strip() for text in contexts if text.strip())
@@ -106,13 +119,7 @@ class NliScorer:
         """Return P(entailment) for each (premise, hypothesis) pair."""
         if not premises:
             return np.zeros(0)
-        encodings = self.tokenizer.encode_batch(list(zip(premises, hypotheses, strict=True)))
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        logits = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        logits = pair_logits(self.session, self.tokenizer, self.input_names, premises, hypotheses)
         logits = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         return np.asarray(probs[:, self.config.entailment_index], dtype=np.float64)
