@@ -1,9 +1,9 @@
 """The detector's cross-encoder: a fine-tuned MiniLM that reads one claim beside its best context window (ONNX).
 
-Gradient-boosted features count words; they cannot read that a name of the passage sits in the wrong role or
-that a sentence says the opposite. The cross-encoder reads the claim against the one or two context sentences
-that match it best (plus the question's last turn), short enough (``MAX_TOKENS``) to run on a CPU. It is trained by
-``evals/train_cross_encoder.py`` on HaluEval dev rows and their perturbations, exported to int8 ONNX and shipped in
+Gradient-boosted features count words; they cannot read that a sentence says the opposite of its source. The
+cross-encoder reads the claim against the one or two context sentences that match it best (plus the question's
+last turn), short enough (``MAX_TOKENS``) to run on a CPU. It is trained by ``evals/train_cross_encoder.py`` on
+HaluEval dev rows and their perturbations, exported to int8 ONNX and shipped in
 ``evals/scorers/models/cross_encoder/`` with its tokenizer and model card. ``premise_for`` is the one function
 training and scoring both use to build what the model reads.
 """

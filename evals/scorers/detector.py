@@ -10,9 +10,10 @@ per-claim verdicts come from one decision. The score is calibrated so that 0.5 i
 ``>= 0.5`` means not flagged.
 
 The trees count words; the shipped cross-encoder (``cross_encoder.py``, a 3-layer MiniLM fine-tuned on the same
-rows) reads what they cannot: a name in the wrong role, a sentence that says the opposite. It reads the claims the
-trees find most suspect (at most ``claims_read`` per answer, to keep the detector above 100 answers/s on two
-cores), and its probability is mixed in with a per-shape weight fixed on dev rows, like the rest.
+rows) reads the claim against its source window and sees what counting misses, above all a sentence that says the
+opposite. It reads the claims the trees find most suspect (at most ``claims_read`` per answer, to keep the
+detector above 100 answers/s on two cores), and its probability is mixed in with a per-shape weight fixed on dev
+rows, like the rest (today: dialogue replies only).
 """
 
 from __future__ import annotations
