@@ -2,8 +2,9 @@
 
 Every transformation is a general edit of the right answer, not a detector's blind spot: swap a name or a number
 for another one of the same passage, shift a date, pick the other option of an "A or B?" question, negate a
-statement, flip a yes/no; and, as faithful controls, restate the answer in a sentence, rewrite it with synonyms,
-change contractions or reorder its sentences. ``perturb`` is deterministic for a given seed.
+statement, flip a yes/no, put an opposite word in ("won" for "lost"), let two names of a sentence trade places;
+and, as faithful controls, restate the answer in a sentence, rewrite it with synonyms, change contractions or
+reorder its sentences. ``perturb`` is deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
+from evals.scorers.relations import OPPOSITE_SURFACES
 from evals.scorers.text import STOPWORDS, token_key
 
-HALLUCINATION_KINDS = ("entity_swap", "number_change", "date_change", "option_swap", "negation", "yes_no_flip")
+# The issue's six kinds, then two that keep every word of the passage (an opposite word, names trading places).
+ISSUE_KINDS = ("entity_swap", "number_change", "date_change", "option_swap", "negation", "yes_no_flip")
+HALLUCINATION_KINDS = (*ISSUE_KINDS, "antonym", "role_swap")
 FAITHFUL_KINDS = ("it_is", "correct_answer", "question_echo", "restatement", "synonyms", "contraction", "reorder")
 
 _NAME = re.compile(r"\b[A-Z](?:\.|[\w'\u2019&-]*)(?: +(?:(?:of|the|de|von|van) +)?[A-Z](?:\.|[\w'\u2019&-]*))*")
@@ -41,6 +46,8 @@ for _pair in _SYNONYM_PAIRS:
     _a, _b = _pair.split()
     _SYNONYMS.setdefault(_a, _b)
     _SYNONYMS.setdefault(_b, _a)
+_SYMMETRIC = frozenset({"and", "with", "alongside", "together", "against", "versus", "vs", "v", "married", "met",
+                        "between"})
 _CONTRACTIONS = {"is not": "isn't", "was not": "wasn't", "do not": "don't", "does not": "doesn't",
                  "did not": "didn't", "it is": "it's", "I am": "I'm", "they are": "they're", "cannot": "can't"}
 
@@ -180,6 +187,48 @@ def yes_no_flip(answer: str) -> str | None:
     return answer[: match.start(1)] + flipped + answer[match.end(1):]
 
 
+def antonym(answer: str, rng: random.Random) -> str | None:
+    """Replace one lower-case word by its opposite ("won" by "lost"); capitalised words may be part of a name."""
+    found = [m for m in re.finditer(r"\b[a-z]+\b", answer) if m.group(0) in OPPOSITE_SURFACES]
+    if not found:
+        return None
+    match = rng.choice(found)
+    return answer[: match.start()] + OPPOSITE_SURFACES[match.group(0)] + answer[match.end():]
+
+
+def _named_in(word: str, context: str) -> bool:
+    """Return whether ``context`` writes ``word`` capitalised mid-sentence (so it is a name, not a sentence start)."""
+    return re.search(r"[a-z0-9,;]\s+" + re.escape(word) + r"\b", context) is not None
+
+
+def role_swap(answer: str, context: str) -> str | None:
+    """Let two names of one sentence trade places ("A beat B" -> "B beat A").
+
+    Skipped: a sentence's first word unless the context names it mid-sentence (a capital there need not be a
+    name), and names joined by a list or by a symmetric relation ("A and B", "A starred with B"), where trading
+    places changes no fact.
+    """
+    offset = 0
+    for sentence in _SENTENCE.split(answer):
+        start = answer.index(sentence, offset)
+        offset = start + len(sentence)
+        own = set(names(sentence))
+        spans = [(m.start(), m.end()) for m in _NAME.finditer(sentence) if m.group(0).rstrip(".'\u2019-") in own]
+        spans = [(a, a + len(sentence[a:b].rstrip(".'\u2019-"))) for a, b in spans]
+        spans = [(a, b) for a, b in spans if _keys(sentence[a:b]) & _keys(context)
+                 and (a > 0 or " " in sentence[a:b] or _named_in(sentence[a:b], context))]
+        for (a1, b1), (a2, b2) in pairwise(spans):
+            first, second, between = sentence[a1:b1], sentence[a2:b2], sentence[b1:a2]
+            # Swapping the members of a list ("A and B", "A, B") changes no fact.
+            linking = [w.lower() for w in re.findall(r"[A-Za-z]+", between)]
+            if (_keys(first) & _keys(second) or _SYMMETRIC & set(linking)
+                    or not [w for w in linking if w not in STOPWORDS]):
+                continue
+            swapped = sentence[:a1] + second + between + first + sentence[b2:]
+            return answer[:start] + swapped + answer[offset:]
+    return None
+
+
 def synonyms(answer: str, rng: random.Random) -> str | None:
     """Replace up to two everyday words by synonyms."""
     words = [m for m in re.finditer(r"\b[a-z]+\b", answer) if m.group(0) in _SYNONYMS]
@@ -251,6 +300,9 @@ def perturb(answer: str, context: str, question: str = "", seed: int = 0) -> lis
         ("synonyms", synonyms(answer, rng), 0),
         ("contraction", contraction(answer), 0),
         ("reorder", reorder(answer, rng), 0),
+        # Last, so that adding them left the earlier kinds' random draws (and the measured suite) unchanged.
+        ("antonym", antonym(answer, rng), 1),
+        ("role_swap", role_swap(answer, context), 1),
     ]
     seen = {answer.strip()}
     out = []

@@ -39,3 +39,19 @@ def test_perturbations_are_deterministic_and_never_repeat_the_answer() -> None:
     first, second = perturb(answer, CONTEXT, "", seed=7), perturb(answer, CONTEXT, "", seed=7)
     assert first == second and all(p.answer.strip() != answer for p in first)
     assert len({p.answer for p in first}) == len(first)
+
+
+def test_opposites_and_role_swaps() -> None:
+    match = ("On Saturday, Liverpool were beaten 4-1 by Arsenal. Sanchez scored twice before half-time, "
+             "and Giroud added a third.")
+    kinds = _by_kind("Liverpool were beaten 4-1 by Arsenal. Sanchez scored before half-time.", context=match)
+    assert kinds["role_swap"] == ("Arsenal were beaten 4-1 by Liverpool. Sanchez scored before half-time.", 1)
+    assert kinds["antonym"] == ("Liverpool were beaten 4-1 by Arsenal. Sanchez scored after half-time.", 1)
+
+
+def test_role_swaps_skip_lists_symmetric_relations_and_sentence_starts() -> None:
+    context = "Smith starred with Jones in Paris. Brown and Green wrote the score. Police arrested Carter."
+    for answer in ("Smith starred with Jones.", "Brown and Green wrote the score.", "Police arrested Carter."):
+        assert "role_swap" not in _by_kind(answer, context=context)
+    # A capitalised word inside a name is not an everyday word: "Western Roman Empire" keeps its "Western".
+    assert "antonym" not in _by_kind("The Western Roman Empire lasted.", context="The Western Roman Empire.")
