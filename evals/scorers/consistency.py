@@ -18,6 +18,7 @@ import numpy as np
 
 from evals.scorers.claim_support import _Evidence, support_features
 from evals.scorers.grounding import GROUNDING_NAMES, grounding_features, question_kind
+from evals.scorers.relations import antonym_conflicts, role_conflicts
 from evals.scorers.text import SENTENCE_BREAK, STOPWORDS, split_sentences, token_key
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'\u2019][A-Za-z0-9]+)*")
@@ -57,7 +58,7 @@ FEATURE_NAMES = (
     "option_question", "option_agreement", "has_question", "log_context_words",
     "anchor_min_name", "anchor_mean", "anchor_min", "unmatched_negations", "dropped_negations",
     "name_deficit_max", "names_displaced", "number_deficit_max", "numbers_displaced",
-    "head_near_answer", "head_deficit", *GROUNDING_NAMES,
+    "head_near_answer", "head_deficit", "antonym_conflicts", "role_conflicts", *GROUNDING_NAMES,
     *(f"t1_{name}" for name in ("unsupported_numbers", "unsupported_entities", "unsupported_words",
                                 "unsupported_fraction", "novel_bigram_fraction", "novel_trigram_fraction",
                                 "log_unsupported", "unsupported_name_fraction", "worst_claim_unsupported",
@@ -67,7 +68,8 @@ FEATURE_NAMES = (
 _SUM = frozenset({"missing_numbers", "missing_entities", "missing_words", "names_outside_window",
                   "numbers_outside_window", "unmatched_negations", "dropped_negations", "names_displaced",
                   "numbers_displaced", "name_runs", "names_question_only", "names_nowhere", "years_nowhere",
-                  "grounded_pairs_apart", "supplies_new_grounded", "nowhere_when_asked", "names_partial"})
+                  "grounded_pairs_apart", "supplies_new_grounded", "nowhere_when_asked", "names_partial",
+                  "antonym_conflicts", "role_conflicts"})
 _MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_min", "names_grounded_fraction"})
 # A reply's stance ("No, ...", the option it picks) is in its first sentence.
 _FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
@@ -127,6 +129,7 @@ class Passage:
         for w in self.tokens:
             self.positions.setdefault(w.key, []).append(w.index)
         self.keys = set(self.positions)
+        self.name_keys = {w.key for w in self.tokens if w.kind == "entity"}
         # Sentence windows by token range: each sentence, and each pair of neighbours (claims fuse sentences).
         starts = [m.start() for m in _TOKEN.finditer(text)]
         bounds = []
@@ -272,6 +275,8 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
                                                                         for w in content)),
         "has_question": float(bool(passage.question.strip())),
         "log_context_words": passage.log_words,
+        "antonym_conflicts": float(antonym_conflicts((w.key for w in claim_words), window_keys)),
+        "role_conflicts": float(role_conflicts(tokens, passage.positions, passage.name_keys)),
     }
     features.update(_question_features(all_words, new, passage, best))
     features.update(_local_features(claim_words, passage))

@@ -141,3 +141,17 @@ def test_a_claim_the_context_does_not_mention_at_all_is_unsupported(detector: Ha
     # Echoing the question adds nothing new, so an empty context does not make it ungrounded.
     echo = detector.score(answer="Who runs the broker?", contexts=[], question=QUESTION)
     assert echo.details["ungrounded_claims"] == 0
+
+
+def test_opposites_and_names_that_traded_places_score_below_the_faithful_claim(
+        detector: HallucinationDetector) -> None:
+    match = ("Liverpool were beaten 4-1 by Arsenal at the Emirates Stadium on Saturday. Alexis Sanchez scored twice "
+             "before half-time, and Olivier Giroud added a third. Arsenal moved above Manchester United into "
+             "second place.")
+
+    def score(answer: str) -> float:
+        return detector.score(answer=answer, contexts=[match]).score
+
+    faithful = score("Liverpool were beaten 4-1 by Arsenal. Arsenal moved above Manchester United.")
+    assert score("Arsenal were beaten 4-1 by Liverpool. Arsenal moved above Manchester United.") < faithful
+    assert score("Liverpool were beaten 4-1 by Arsenal. Arsenal moved below Manchester United.") < faithful
