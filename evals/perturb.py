@@ -61,15 +61,20 @@ class Perturbation:
     label: int
 
 
-def names(text: str) -> list[str]:
-    """Return the capitalised name spans of ``text`` (multi-word names kept whole; lone stopwords dropped)."""
+def _name_spans(text: str) -> list[tuple[int, int]]:
+    """Return (start, end) of each capitalised name of ``text`` (trailing punctuation and lone stopwords dropped)."""
     spans = []
     for match in _NAME.finditer(text):
         span = match.group(0).rstrip(".'\u2019-")
         words = [w.lower() for w in span.split()]
         if span and not all(w in STOPWORDS or w.rstrip(".") in STOPWORDS for w in words) and not span.isdigit():
-            spans.append(span)
+            spans.append((match.start(), match.start() + len(span)))
     return spans
+
+
+def names(text: str) -> list[str]:
+    """Return the capitalised name spans of ``text`` (multi-word names kept whole; lone stopwords dropped)."""
+    return [text[start:end] for start, end in _name_spans(text)]
 
 
 def _keys(text: str) -> set[str]:
@@ -212,10 +217,7 @@ def role_swap(answer: str, context: str) -> str | None:
     for sentence in _SENTENCE.split(answer):
         start = answer.index(sentence, offset)
         offset = start + len(sentence)
-        own = set(names(sentence))
-        spans = [(m.start(), m.end()) for m in _NAME.finditer(sentence) if m.group(0).rstrip(".'\u2019-") in own]
-        spans = [(a, a + len(sentence[a:b].rstrip(".'\u2019-"))) for a, b in spans]
-        spans = [(a, b) for a, b in spans if _keys(sentence[a:b]) & _keys(context)
+        spans = [(a, b) for a, b in _name_spans(sentence) if _keys(sentence[a:b]) & _keys(context)
                  and (a > 0 or " " in sentence[a:b] or _named_in(sentence[a:b], context))]
         for (a1, b1), (a2, b2) in pairwise(spans):
             first, second, between = sentence[a1:b1], sentence[a2:b2], sentence[b1:a2]

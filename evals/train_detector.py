@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from evals.halueval import DEV_ROWS, TASKS
 from evals.metrics import auroc
 from evals.perturb import FAITHFUL_KINDS, HALLUCINATION_KINDS
 from evals.scorers.consistency import FEATURE_NAMES
-from evals.scorers.cross_encoder import CrossEncoder, load_cross_encoder_meta
+from evals.scorers.cross_encoder import CrossEncoder, cross_encoder_available
 from evals.scorers.detector import (
     CLAIM_MODEL_FILE,
     META_FILE,
@@ -32,16 +33,6 @@ from evals.scorers.detector import (
     HallucinationDetector,
     answer_shape,
 )
-from evals.scorers.nli import ScorerUnavailableError
-
-
-def cross_encoder_available() -> bool:
-    """Return whether the cross-encoder's files are shipped."""
-    try:
-        load_cross_encoder_meta()
-    except ScorerUnavailableError:
-        return False
-    return True
 
 TRAIN_ROWS = 1700
 # The threshold keeps false flags at most this on faithful dev answers, on the right answers and on the faithful
@@ -119,27 +110,28 @@ def _objective(scores: np.ndarray, kinds: np.ndarray, mask: np.ndarray) -> float
             + _versus_right(scores, kinds, mask, HALLUCINATION_KINDS))
 
 
-def choose_weight(parts: list[tuple[np.ndarray, np.ndarray]], kinds: np.ndarray, mask: np.ndarray) -> float:
-    """Return the answer-model weight with the best mean of AUROC and minimal-hallucination AUROC on ``mask``."""
-    best, best_value = 1.0, -1.0
-    for weight in ANSWER_WEIGHTS:
-        value = _objective(np.array([HallucinationDetector.blend(a, c, weight)[0] for a, c in parts]), kinds, mask)
+def _best(candidates: tuple[float, ...], scores_for: Callable[[float], np.ndarray], kinds: np.ndarray,
+          mask: np.ndarray) -> float:
+    """Return the candidate weight whose scores give the best objective on ``mask`` (earlier wins near-ties)."""
+    best, best_value = candidates[0], -1.0
+    for weight in candidates:
+        value = _objective(scores_for(weight), kinds, mask)
         if value > best_value + 1e-4:
             best, best_value = weight, value
     return best
+
+
+def choose_weight(parts: list[tuple[np.ndarray, np.ndarray]], kinds: np.ndarray, mask: np.ndarray) -> float:
+    """Return the answer-model weight with the best mean of AUROC and minimal-hallucination AUROC on ``mask``."""
+    return _best(ANSWER_WEIGHTS, lambda weight: np.array([HallucinationDetector.blend(a, c, weight)[0]
+                                                          for a, c in parts]), kinds, mask)
 
 
 def choose_cross_encoder_weight(blended: list[tuple[float, list[float]]], read: list[dict[int, float]],
                                 kinds: np.ndarray, mask: np.ndarray) -> float:
     """Return the cross-encoder weight with the best mean of AUROC and minimal-hallucination AUROC on ``mask``."""
-    best, best_value = 0.0, -1.0
-    for weight in CROSS_ENCODER_WEIGHTS:
-        scores = np.array([HallucinationDetector.mix(w, c, r, weight)[0] for (w, c), r in zip(blended, read,
-                                                                                             strict=True)])
-        value = _objective(scores, kinds, mask)
-        if value > best_value + 1e-4:
-            best, best_value = weight, value
-    return best
+    return _best(CROSS_ENCODER_WEIGHTS, lambda weight: np.array([
+        HallucinationDetector.mix(w, c, r, weight)[0] for (w, c), r in zip(blended, read, strict=True)]), kinds, mask)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,16 @@ def load_cross_encoder_meta(directory: Path = CROSS_ENCODER_DIR) -> dict[str, An
     return meta
 
 
+def cross_encoder_available(directory: Path = CROSS_ENCODER_DIR) -> bool:
+    """Return whether the shipped cross-encoder and its tokenizer library can be loaded."""
+    try:
+        load_cross_encoder_meta(directory)
+        import tokenizers  # noqa: F401
+    except (ScorerUnavailableError, ImportError, ValueError, KeyError):
+        return False
+    return True
+
+
 class CrossEncoder:
     """P(hallucinated) of (premise, claim) pairs from the shipped int8 ONNX cross-encoder."""
 

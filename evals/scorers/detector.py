@@ -34,7 +34,7 @@ from evals.scorers.cross_encoder import (
     CROSS_ENCODER_DIR,
     ContextIndex,
     CrossEncoder,
-    load_cross_encoder_meta,
+    cross_encoder_available,
     premise_for,
 )
 from evals.scorers.nli import ScorerUnavailableError
@@ -102,6 +102,14 @@ def load_meta(directory: Path = MODEL_DIR) -> DetectorMeta:
                         claims_read)
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A context prepared once: the trees' passage and, once the cross-encoder reads it, its sentence index."""
+
+    passage: Passage
+    index: ContextIndex | None = None
+
+
 class HallucinationDetector:
     """Score an answer with the shipped detector; score = 1 - P(hallucinated)."""
 
@@ -127,8 +135,7 @@ class HallucinationDetector:
         if (directory / CLAIM_MODEL_FILE).is_file():
             self.claim_session = ort.InferenceSession(str(directory / CLAIM_MODEL_FILE), options,
                                                       providers=["CPUExecutionProvider"])
-        self._passages: OrderedDict[tuple[tuple[str, ...], str], Passage] = OrderedDict()
-        self._indexes: OrderedDict[tuple[tuple[str, ...], str], ContextIndex] = OrderedDict()
+        self._prepared: OrderedDict[tuple[tuple[str, ...], str], _Prepared] = OrderedDict()
 
     def probabilities(self, matrix: np.ndarray, claims: bool = False) -> np.ndarray:
         """Return P(hallucinated) for each feature row (of the answer model, or of the claim model)."""
@@ -140,13 +147,13 @@ class HallucinationDetector:
     def passage(self, contexts: list[str], question: str) -> Passage:
         """Return the prepared passage, reusing it for answers scored against the same context."""
         key = (tuple(contexts), question)
-        if key in self._passages:
-            self._passages.move_to_end(key)
-            return self._passages[key]
-        prepared = self._passages[key] = Passage(contexts, question)
-        if len(self._passages) > 32:
-            self._passages.popitem(last=False)
-        return prepared
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key].passage
+        prepared = self._prepared[key] = _Prepared(Passage(contexts, question))
+        if len(self._prepared) > 32:
+            self._prepared.popitem(last=False)
+        return prepared.passage
 
     def parts(self, answer: str, passage: Passage) -> tuple[np.ndarray, np.ndarray]:
         """Return the answer model's probabilities ([answer, *claims]) and the claim model's ([*claims])."""
@@ -166,13 +173,13 @@ class HallucinationDetector:
         return float(whole), [float(p) for p in claims]
 
     def context_index(self, passage: Passage) -> ContextIndex:
-        """Return the passage's sentence index for the cross-encoder (cached like the passage)."""
-        key = (passage.contexts, passage.question)
-        if key not in self._indexes:
-            self._indexes[key] = ContextIndex.build(list(passage.contexts), passage.question)
-            if len(self._indexes) > 32:
-                self._indexes.popitem(last=False)
-        return self._indexes[key]
+        """Return the passage's sentence index for the cross-encoder, kept beside the cached passage."""
+        entry = self._prepared.get((passage.contexts, passage.question))
+        if entry is None or entry.passage is not passage:
+            return ContextIndex.build(list(passage.contexts), passage.question)
+        if entry.index is None:
+            entry.index = ContextIndex.build(list(passage.contexts), passage.question)
+        return entry.index
 
     def read_claims(self, answer: str, tree_claims: list[float], passage: Passage, limit: int) -> dict[int, float]:
         """Return the cross-encoder's P(hallucinated) of the ``limit`` claims the trees find most suspect."""
@@ -269,9 +276,8 @@ def detector_available(directory: Path = MODEL_DIR) -> bool:
     """Return whether the shipped model can be loaded."""
     try:
         meta = load_meta(directory)
-        if max(meta.cross_encoder_weight.values()) > 0.0:
-            load_cross_encoder_meta()
-            import tokenizers  # noqa: F401
+        if max(meta.cross_encoder_weight.values()) > 0.0 and not cross_encoder_available():
+            return False
         import onnxruntime  # noqa: F401
     except (ScorerUnavailableError, ImportError, ValueError, KeyError):
         return False

@@ -10,6 +10,7 @@ name of the same claim, has taken that name's place.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Protocol
 
 from evals.scorers.text import token_key
@@ -119,7 +120,7 @@ def role_conflicts(content: Sequence[Token], positions: dict[str, list[int]], na
         checks = []
         for side, step in ((-1, range(i - 1, -1, -1)), (1, range(i + 1, len(runs)))):
             # The nearest non-name word at most two words away: farther words belong to another part of the claim.
-            neighbour = next((runs[j][0] for j in list(step)[:2] if not is_name(runs[j][0])), None)
+            neighbour = next((runs[j][0] for j in islice(step, 2) if not is_name(runs[j][0])), None)
             if neighbour is not None and neighbour.key in positions:
                 edge = run[0] if side < 0 else run[-1]
                 checks.append((side, neighbour.key, positions[edge.key]))
