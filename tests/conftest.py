@@ -6,6 +6,7 @@ when the server is unreachable on a developer machine, and fail under CI, where 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -42,6 +43,18 @@ def _pg_reachable() -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Remove root handlers a test leaves behind (a CLI console handler keeps CliRunner's stream, closed after)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
