@@ -8,7 +8,8 @@ import numpy as np
 
 from evals.halueval import TASKS, load_task
 from evals.perturb import perturb
-from evals.scorers.consistency import Passage, answer_features
+from evals.scorers.consistency import answer_features
+from evals.scorers.passage import Passage
 from evals.scorers.text import split_sentences, word_count
 
 

@@ -8,46 +8,27 @@ yes/no) and punishes faithful restatements. These features compare the claim wit
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-from functools import lru_cache
-from itertools import pairwise
-
 import numpy as np
 
-from evals.scorers.claim_support import _Evidence, support_features
-from evals.scorers.grounding import GROUNDING_NAMES, grounding_features, question_kind
+from evals.scorers.claim_support import support_features
+from evals.scorers.grounding import GROUNDING_NAMES, grounding_features
+from evals.scorers.passage import PROXIMITY_CAP, Passage, Word, is_negation, word_set, words
 from evals.scorers.relations import antonym_conflicts, role_conflicts
-from evals.scorers.text import SENTENCE_BREAK, STOPWORDS, split_sentences, token_key
+from evals.scorers.text import split_sentences, token_key
 
-_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'\u2019][A-Za-z0-9]+)*")
-_DIGIT = re.compile(r"\d")
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_NEGATIONS = _words("not no never none nothing nobody neither nor cannot without n't")
 # Words that frame an answer ("the correct answer is", "I believe") and assert no fact of their own.
-_FRAMING = _words("answer answers correct right true question text passage according believe think guess sure "
-                  "basically short sum summary well actually indeed course would be said reply response probably "
-                  "likely")
-_YES = _words("yes yeah yep correct true")
-_NO = _words("no nope not false")
-_AUX_START = re.compile(
-    r"^\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b", re.IGNORECASE)
-_OPTIONS = re.compile(r"(?:,|:|\bbetween)\s*([^,:?]+?)\s+or\s+([^?]+?)\s*\??\s*$")
-_EARLY = _words("first earlier earliest older oldest before preceded founded")
-_LATE = _words("later latest younger youngest newer newest recent recently last")
-_MORE = _words("more most larger largest bigger biggest taller tallest longer longest higher highest greater greatest")
-_LESS = _words("fewer fewest smaller smallest shorter shortest lower lowest less least")
+_FRAMING = word_set("answer answers correct right true question text passage according believe think guess sure "
+                     "basically short sum summary well actually indeed course would be said reply response probably "
+                     "likely")
+_YES = word_set("yes yeah yep correct true")
+_NO = word_set("no nope not false")
+_EARLY = word_set("first earlier earliest older oldest before preceded founded")
+_LATE = word_set("later latest younger youngest newer newest recent recently last")
+_MORE = word_set("more most larger largest bigger biggest taller tallest longer longest higher highest greater "
+                 "greatest")
+_LESS = word_set("fewer fewest smaller smallest shorter shortest lower lowest less least")
 _WEIGHT = {"number": 3.0, "entity": 2.0, "word": 1.0}
-_PROXIMITY_CAP = 40.0
-# A claim word is anchored when its claim neighbours (up to _NEIGHBOURS content words either side) occur within
-# _ANCHOR_SPAN tokens of one of its occurrences in the passage.
-_ANCHOR_SPAN = 10
+# A claim word's neighbours: up to this many content words either side of it in the claim.
 _NEIGHBOURS = 4
 
 FEATURE_NAMES = (
@@ -75,137 +56,8 @@ _MIN = frozenset({"window_coverage", "anchor_min_name", "anchor_mean", "anchor_m
 _FIRST = frozenset({"polarity", "polarity_x_question_support", "option_agreement"})
 
 
-@dataclass(slots=True, eq=False)
-class Word:
-    """One token of a text: its position, comparison key and kind."""
-
-    index: int
-    key: str
-    lower: str
-    kind: str  # number | entity | word | stop
-
-
-@lru_cache(maxsize=1 << 16)
-def _classify(surface: str) -> tuple[str, str, str]:
-    """Return a token's key, lower form and kind, "entity" for any capitalised content word (cached per surface)."""
-    lower = surface.lower().replace("\u2019", "'")
-    if not surface.isalpha() and _DIGIT.search(surface):
-        kind = "number"
-    elif lower in STOPWORDS or lower.split("'")[0] in STOPWORDS:
-        kind = "stop"
-    else:
-        kind = "entity" if surface[0].isupper() else "word"
-    return token_key(surface), lower, kind
-
-
-def words(text: str) -> list[Word]:
-    """Tokenise ``text`` into keyed words with kinds (names = capitalised, not sentence-initial)."""
-    out: list[Word] = []
-    previous_end = 0
-    for match in _TOKEN.finditer(text):
-        key, lower, kind = _classify(match.group(0))
-        if kind == "entity":
-            # A capital after a sentence boundary says nothing about being a name.
-            gap = text[previous_end:match.start()]
-            if previous_end == 0 or (gap != " " and SENTENCE_BREAK.search(gap) is not None):
-                kind = "word"
-        previous_end = match.end()
-        out.append(Word(len(out), key, lower, kind))
-    return out
-
-
 def _negations(tokens: list[Word]) -> int:
-    return sum(1 for w in tokens if w.lower in _NEGATIONS or w.lower.endswith("n't"))
-
-
-class Passage:
-    """A context prepared once: tokens, sentence windows and key positions; reused for every claim."""
-
-    def __init__(self, contexts: list[str], question: str) -> None:
-        text = "\n\n".join(contexts)
-        self.contexts = tuple(contexts)
-        self.tokens = words(text)
-        self.positions: dict[str, list[int]] = {}
-        for w in self.tokens:
-            self.positions.setdefault(w.key, []).append(w.index)
-        self.keys = set(self.positions)
-        self.name_keys = {w.key for w in self.tokens if w.kind == "entity"}
-        # Sentence windows by token range: each sentence, and each pair of neighbours (claims fuse sentences).
-        starts = [m.start() for m in _TOKEN.finditer(text)]
-        bounds = []
-        for span in split_sentences(text):
-            low = _bisect(starts, span.start)
-            high = _bisect(starts, span.end)
-            if high > low:
-                bounds.append((low, high))
-        ranges = bounds + [(a[0], b[1]) for a, b in pairwise(bounds)]
-        negation = np.array([_is_negation(w) for w in self.tokens] + [False], dtype=np.int64)
-        running = np.concatenate([[0], np.cumsum(negation)])
-        self.windows = [({w.key for w in self.tokens[lo:hi]}, int(running[hi] - running[lo])) for lo, hi in ranges]
-        self.question = question
-        question_words = words(question)
-        self.question_keys = {w.key for w in question_words if w.kind != "stop"}
-        # The last turn of a dialogue is what the reply answers; a QA question is one sentence anyway.
-        tail = split_sentences(question)[-2:] if question else []
-        self.focus_keys = [k for k in dict.fromkeys(w.key for s in tail for w in words(s.text) if w.kind != "stop")
-                           if k in self.positions][:20]
-        self.window_question = [len(keys & self.question_keys) / max(1, len(self.question_keys))
-                                for keys, _ in self.windows]
-        self.yes_no = bool(_AUX_START.match(question)) and "?" in question
-        self.asks = question_kind(question)
-        self.options = _options(question)
-        # "which rock band", "what city": the words after which/what name the kind of thing asked for.
-        head = re.search(r"\b(?:which|what)\s+((?:[a-z]+\s+){0,1}[a-z]+)", question)
-        self.head_keys = [token_key(w) for w in head.group(1).split() if w not in STOPWORDS] if head else []
-        self.evidence = _Evidence.build(contexts, question)
-        self.log_words = math.log1p(len(self.tokens))
-        self._proximity_cache: dict[str, float] = {}
-        self._cover: dict[str, np.ndarray] = {}
-        self.kind_positions = {kind: np.array([w.index for w in self.tokens if w.kind == kind], dtype=np.int64)
-                               for kind in ("entity", "number")}
-        self.position_keys = np.array([w.key for w in self.tokens], dtype=object)
-        # negated_before[i]: one of the four tokens before position i is a negation.
-        index = np.arange(len(self.tokens))
-        self.negated_before = (running[index] - running[np.maximum(0, index - 4)]) > 0
-
-    def cover(self, key: str) -> np.ndarray:
-        """Return a 0/1 array: 1 where ``key`` occurs within the anchor span (cached per passage)."""
-        mask = self._cover.get(key)
-        if mask is None:
-            mask = np.zeros(len(self.tokens) + 1, dtype=np.float32)
-            for position in self.positions.get(key, ()):
-                mask[max(0, position - _ANCHOR_SPAN)] += 1
-                mask[min(len(self.tokens), position + _ANCHOR_SPAN + 1)] -= 1
-            mask = (np.cumsum(mask)[:-1] > 0).astype(np.float32)
-            self._cover[key] = mask
-        return mask
-
-    def proximity(self, key: str) -> float:
-        """Return the mean distance (capped) from the nearest occurrence of ``key`` to each focus term."""
-        if key in self._proximity_cache:
-            return self._proximity_cache[key]
-        best = _PROXIMITY_CAP
-        for position in self.positions.get(key, ())[:20]:
-            distances = [min(min(abs(position - p) for p in self.positions[f]), _PROXIMITY_CAP)
-                         for f in self.focus_keys if f != key]
-            if distances:
-                best = min(best, sum(distances) / len(distances))
-        self._proximity_cache[key] = best
-        return best
-
-
-def _bisect(values: list[int], target: int) -> int:
-    from bisect import bisect_left
-
-    return bisect_left(values, target)
-
-
-def _options(question: str) -> tuple[set[str], set[str]] | None:
-    match = _OPTIONS.search(question.strip())
-    if not match:
-        return None
-    first, second = ({w.key for w in words(part) if w.kind != "stop"} for part in match.groups())
-    return (first, second) if first and second and not first & second else None
+    return sum(1 for w in tokens if is_negation(w))
 
 
 def _compare(passage: Passage, options: tuple[set[str], set[str]]) -> int | None:
@@ -234,6 +86,26 @@ def _compare(passage: Passage, options: tuple[set[str], set[str]]) -> int | None
     return smaller if cue in (_EARLY, _LESS) else 1 - smaller
 
 
+def _best_window(content: list[Word], passage: Passage) -> tuple[int, float]:
+    """Return the window covering most of the claim's weighted content, and that share; (-1, 0.0) when none.
+
+    Question words count (restating is fine). Ties go to the window nearest the question, then the first.
+    """
+    weights: dict[str, float] = {}
+    for w in content:
+        weights[w.key] = weights.get(w.key, 0.0) + _WEIGHT[w.kind]
+    covered = np.zeros(len(passage.windows))
+    for key, weight in weights.items():
+        holders = passage.key_windows.get(key)
+        if holders is not None:
+            covered[holders] += weight  # whole weights, so the sums are exact and ties are true ties
+    if not len(covered) or covered.max() <= 0:
+        return -1, 0.0
+    tied = np.flatnonzero(covered == covered.max())
+    best = int(tied[np.argmax(passage.window_question[tied])])
+    return best, float(covered[best] / (sum(weights.values()) or 1.0))
+
+
 def claim_features(claim: str, passage: Passage) -> dict[str, float]:
     """Return the feature dict of one claim against a prepared passage."""
     all_words = words(claim)
@@ -243,14 +115,7 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
     missing = [w for w in new if w.key not in passage.keys]
     present = [w for w in content if w.key in passage.keys]
     total = sum(_WEIGHT[w.kind] for w in new)
-    # The best window covers most of the claim's weighted content (question words count: restating is fine).
-    best, best_cover = -1, 0.0
-    weight_all = sum(_WEIGHT[w.kind] for w in content) or 1.0
-    for index, (keys, _) in enumerate(passage.windows):
-        cover = sum(_WEIGHT[w.kind] for w in content if w.key in keys) / weight_all
-        if cover > best_cover or (cover == best_cover and best >= 0
-                                  and passage.window_question[index] > passage.window_question[best]):
-            best, best_cover = index, cover
+    best, best_cover = _best_window(content, passage)
     window_keys, window_negations = passage.windows[best] if best >= 0 else (set(), 0)
     claim_words = all_words
     # A leading "yes"/"no" answers the question (its polarity is a feature of its own); it negates nothing.
@@ -286,10 +151,6 @@ def claim_features(claim: str, passage: Passage) -> dict[str, float]:
     return features
 
 
-def _is_negation(word: Word) -> bool:
-    return word.lower in _NEGATIONS or word.lower.endswith("n't")
-
-
 def _local_features(claim_words: list[Word], passage: Passage) -> dict[str, float]:
     """Return how well each claim word is anchored among its claim neighbours in the passage, and negations."""
     content = [w for w in claim_words if w.kind not in ("stop",) and w.lower not in _FRAMING]
@@ -315,7 +176,7 @@ def _local_features(claim_words: list[Word], passage: Passage) -> dict[str, floa
         anchors.append((word.kind, float(found.max()) / len(neighbours)))
     unmatched = dropped = 0
     for i, word in enumerate(claim_words):
-        negation = _is_negation(word)
+        negation = is_negation(word)
         if not negation and (word.kind != "stop" or i == 0):
             continue
         following = next((w for w in claim_words[i + 1:i + 4] if w.kind != "stop"), None)
@@ -324,7 +185,7 @@ def _local_features(claim_words: list[Word], passage: Passage) -> dict[str, floa
         negated_there = passage.negated_before[passage.positions[following.key][:20]]
         if negation:
             unmatched += not negated_there.any()
-        elif negated_there.all() and not any(_is_negation(w) for w in claim_words[max(0, i - 3):i + 1]):
+        elif negated_there.all() and not any(is_negation(w) for w in claim_words[max(0, i - 3):i + 1]):
             dropped += 1
     names = [a for kind, a in anchors if kind in ("entity", "number")]
     displacement = _displacement(content, runs, passage)
@@ -344,6 +205,9 @@ def _displacement(content: list[Word], runs: list[int], passage: Passage) -> dic
     if not passage.tokens:
         return out
     claim_keys = {w.key for w in content}
+    # The passage's other names (numbers): every occurrence whose word the claim does not use. Found once per
+    # claim, not once per claim name (a claim of thousands of names made this quadratic).
+    others_of: dict[str, np.ndarray] = {}
     for i, word in enumerate(content):
         if word.kind not in ("entity", "number") or word.key not in passage.positions:
             continue
@@ -355,8 +219,9 @@ def _displacement(content: list[Word], runs: list[int], passage: Passage) -> dic
             continue
         density: np.ndarray = np.sum([passage.cover(k) for k in neighbours], axis=0) / len(neighbours)
         own = float(density[passage.positions[word.key]].max())
-        others = passage.kind_positions[word.kind]
-        others = others[[k not in claim_keys for k in passage.position_keys[others]]] if len(others) else others
+        if word.kind not in others_of:
+            others_of[word.kind] = passage.positions_except(word.kind, claim_keys)
+        others = others_of[word.kind]
         if not len(others):
             continue
         deficit = float(density[others].max()) - own
@@ -376,9 +241,8 @@ def _head_features(new: list[Word], passage: Passage) -> tuple[float, float]:
     near = np.maximum.reduce([passage.cover(k) for k in heads])
     own = max(float(near[passage.positions[w.key]].max()) for w in names)
     answer_keys = {w.key for w in new}
-    others = [p for p in passage.kind_positions["entity"] if passage.position_keys[p] not in answer_keys
-              and passage.position_keys[p] not in passage.question_keys]
-    best_other = float(near[others].max()) if others else 0.0
+    others = passage.positions_except("entity", answer_keys | passage.question_keys)
+    best_other = float(near[others].max()) if len(others) else 0.0
     return own, best_other - own
 
 
@@ -388,14 +252,14 @@ def _question_features(claim: list[Word], new: list[Word], passage: Passage, bes
         return {"question_gap": 0.0, "answer_proximity": 0.0, "proximity_rank": 0.0, "polarity": 0.0,
                 "yes_no_question": 0.0, "polarity_x_question_support": 0.0, "question_support": 0.0,
                 "option_question": 0.0, "option_agreement": 0.0, "head_near_answer": 0.0, "head_deficit": 0.0}
-    best_question = max(passage.window_question, default=0.0)
-    gap = best_question - (passage.window_question[best] if best >= 0 else 0.0)
+    best_question = float(passage.window_question.max()) if len(passage.window_question) else 0.0
+    gap = best_question - (float(passage.window_question[best]) if best >= 0 else 0.0)
     anchors = [w.key for w in new if w.kind in ("entity", "number", "word") and w.key in passage.positions]
-    proximity = min((passage.proximity(k) for k in anchors[:6]), default=_PROXIMITY_CAP) / _PROXIMITY_CAP
+    proximity = min((passage.proximity(k) for k in anchors[:6]), default=PROXIMITY_CAP) / PROXIMITY_CAP
     rank = 0.0
     if anchors and passage.focus_keys:
         candidates = {w.key for w in passage.tokens if w.kind == "entity" and w.key not in passage.question_keys}
-        scores = [passage.proximity(k) / _PROXIMITY_CAP for k in list(candidates)[:60]]
+        scores = [passage.proximity(k) / PROXIMITY_CAP for k in list(candidates)[:60]]
         rank = sum(1 for s in scores if s < proximity) / max(1, len(scores))
     first = next((w.lower for w in claim), "")
     polarity = 1.0 if first in _YES else -1.0 if first in _NO else 0.0

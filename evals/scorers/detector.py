@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from evals.scorers.base import ClaimVerdict, Contexts, ScoreResult, Verdict
-from evals.scorers.consistency import FEATURE_NAMES, Passage, answer_features
+from evals.scorers.consistency import FEATURE_NAMES, answer_features
 from evals.scorers.cross_encoder import (
     CROSS_ENCODER_DIR,
     ContextIndex,
@@ -38,6 +38,7 @@ from evals.scorers.cross_encoder import (
     premise_for,
 )
 from evals.scorers.nli import ScorerUnavailableError
+from evals.scorers.passage import Passage
 from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, split_sentences
 
 MODEL_DIR = Path(str(resources.files("evals.scorers").joinpath("models")))

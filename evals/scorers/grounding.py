@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from evals.scorers.consistency import Passage, Word
+    from evals.scorers.passage import Passage, Word
 
 GROUNDING_NAMES = (
     "name_runs", "names_grounded_fraction", "names_question_only", "names_nowhere", "years_nowhere",

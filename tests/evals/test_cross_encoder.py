@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.scorers.consistency import Passage
 from evals.scorers.cross_encoder import (
     CROSS_ENCODER_DIR,
     ContextIndex,
@@ -19,6 +18,7 @@ from evals.scorers.cross_encoder import (
 )
 from evals.scorers.detector import MODEL_DIR, HallucinationDetector, detector_available, load_meta
 from evals.scorers.nli import ScorerUnavailableError
+from evals.scorers.passage import Passage
 
 DOCUMENT = ("The plant in Leeds opened in 1998. It employs 400 people. Maria Lopez has run it since 2015. "
             "The company sold its Bristol site to Orion Foods in 2019. Orion closed that site a year later.")

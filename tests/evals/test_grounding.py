@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from evals.scorers.consistency import FEATURE_NAMES, Passage, answer_features
+from evals.scorers.consistency import FEATURE_NAMES, answer_features
 from evals.scorers.grounding import GROUNDING_NAMES, last_turn, question_kind
+from evals.scorers.passage import Passage
 
 KNOWLEDGE = ("Fight Club is starring Jared Leto. Jared Leto starred in Panic Room. Panic Room was released in 2002 and "
              "is a thriller set in a house in New York. David Fincher directed Zodiac.")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from evals.scorers.consistency import Passage, claim_features
+from evals.scorers.consistency import claim_features
+from evals.scorers.passage import Passage
 from evals.scorers.relations import OPPOSITES, antonym_conflicts
 from evals.scorers.text import token_key
 
