@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from evals.scorers.base import ClaimVerdict, Contexts, ScoreResult, SupportSpan, Verdict
+from evals.scorers.readable import fold, foreign_words, restore, unreadable
 from evals.scorers.text import (
     Span,
     Token,
@@ -181,22 +182,32 @@ class ClaimSupportScorer:
 
     def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
         """Score one answer; an empty answer scores 1.0 (it claims nothing)."""
-        answer_text = coerce_text(answer, field="answer")
-        context_texts = coerce_contexts(contexts)
-        question_text = coerce_text(question, field="question")
+        original = coerce_text(answer, field="answer")
+        folded = fold(original)
+        answer_text = folded.text
+        contexts_folded = [(c, fold(c)) for c in coerce_contexts(contexts)]
+        context_texts = [f.text for _, f in contexts_folded]
+        question_text = fold(coerce_text(question, field="question")).text
         if not answer_text.strip():
             return ScoreResult(1.0, self.name, (), note="empty answer: nothing to verify")
-        if not content_tokens(answer_text):
-            claims = tuple(
-                ClaimVerdict(c.text, c.start, c.end, "not_checkable", 1.0) for c in split_sentences(answer_text)
-            )
+        spans = split_sentences(answer_text)
+        foreign = [unreadable(span.text) for span in spans]
+        if not content_tokens(answer_text) and not any(foreign):
+            claims = tuple(restore(ClaimVerdict(c.text, c.start, c.end, "not_checkable", 1.0), original, folded)
+                           for c in spans)
             return ScoreResult(1.0, self.name, claims, note="no checkable content (no names, numbers or content words)")
         evidence = self._evidence_for(context_texts, question_text)
         features = support_features(answer_text, evidence)
-        claims = tuple(_claim_verdict(span, evidence) for span in split_sentences(answer_text))
-        score = _logistic_support(features, self.profile)
-        note = "" if context_texts else "empty context: no content can be supported"
-        return ScoreResult(score, self.name, claims, note=note, details=dict(zip(FEATURE_NAMES, features, strict=True)))
+        claims = tuple(
+            restore(ClaimVerdict(span.text, span.start, span.end, "unsupported", 0.0, tuple(foreign_words(span.text)))
+                    if is_foreign else _claim_verdict(span, evidence), original, folded, contexts_folded)
+            for span, is_foreign in zip(spans, foreign, strict=True))
+        # Text in another script has no token this tier can read: nothing in it can count as supported.
+        score = 0.0 if any(foreign) else _logistic_support(features, self.profile)
+        notes = ["" if context_texts else "empty context: no content can be supported",
+                 f"{sum(foreign)} claim(s) in a script this tier cannot read: unsupported" if any(foreign) else ""]
+        return ScoreResult(score, self.name, claims, note="; ".join(n for n in notes if n),
+                           details=dict(zip(FEATURE_NAMES, features, strict=True)))
 
 
 def _logistic_support(features: list[float], profile: Profile) -> float:

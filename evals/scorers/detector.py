@@ -39,6 +39,7 @@ from evals.scorers.cross_encoder import (
 )
 from evals.scorers.nli import ScorerUnavailableError
 from evals.scorers.passage import Passage
+from evals.scorers.readable import fold, foreign_words, restore, unreadable
 from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, split_sentences
 
 MODEL_DIR = Path(str(resources.files("evals.scorers").joinpath("models")))
@@ -216,39 +217,53 @@ class HallucinationDetector:
 
     def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
         """Score one answer against its contexts; per-claim verdicts use the same threshold."""
-        answer_text = coerce_text(answer, field="answer")
-        context_texts = coerce_contexts(contexts)
-        question_text = coerce_text(question, field="question")
+        original = coerce_text(answer, field="answer")
+        folded = fold(original)
+        answer_text = folded.text
+        context_texts = [fold(c).text for c in coerce_contexts(contexts)]
+        question_text = fold(coerce_text(question, field="question")).text
         spans = split_sentences(answer_text)
-        if not answer_text.strip() or not content_tokens(answer_text):
-            claims = tuple(ClaimVerdict(s.text, s.start, s.end, "not_checkable", 1.0) for s in spans)
-            return ScoreResult(1.0, self.name, claims, note="no checkable content",
-                               details=self._details(0.0, answer_shape(question_text)))
-        passage = self.passage(context_texts, question_text)
-        probability, claim_probs = self.decide(answer_text, passage)
+        foreign = [unreadable(s.text) for s in spans]
         shape = answer_shape(question_text)
+        if not content_tokens(answer_text) and not any(foreign):
+            claims = tuple(restore(ClaimVerdict(s.text, s.start, s.end, "not_checkable", 1.0), original, folded)
+                           for s in spans)
+            return ScoreResult(1.0, self.name, claims, note="no checkable content",
+                               details=self._details(0.0, shape))
+        passage = self.passage(context_texts, question_text)
+        if content_tokens(answer_text):
+            probability, claim_probs = self.decide(answer_text, passage)
+        else:  # nothing but text in another script: no feature to compute, and nothing the models could vouch for
+            probability, claim_probs = 1.0, [1.0] * len(spans)
         threshold = self.meta.thresholds[shape]
         ungrounded = [ungrounded_claim(span.text, passage, shape) for span in spans]
-        if any(ungrounded):
-            # Outside what the models were trained on (HaluEval always shares words with its passage): a claim
-            # that nothing in the context supports is unsupported, however fluent.
-            claim_probs = [1.0 if bad else p for p, bad in zip(claim_probs, ungrounded, strict=True)]
+        # Outside what the models were trained on (HaluEval always shares words with its passage, in English): a
+        # claim that nothing in the context supports, or that the tokeniser cannot read, is unsupported.
+        forced = [a or b for a, b in zip(ungrounded, foreign, strict=True)]
+        if any(forced):
+            claim_probs = [1.0 if bad else p for p, bad in zip(claim_probs, forced, strict=True)]
             probability = 1.0
         answer_flagged = probability >= threshold
         flagged = [answer_flagged and p >= threshold for p in claim_probs]
         if answer_flagged and not any(flagged) and flagged:
             flagged[int(np.argmax(claim_probs))] = True
         verdicts = []
-        for span, p, bad in zip(spans, claim_probs, flagged, strict=True):
-            verdict: Verdict = "unsupported" if bad else "supported"
+        for span, p, bad, is_foreign in zip(spans, claim_probs, flagged, foreign, strict=True):
             # The words neither the context nor the question contains: what a reader checks first.
-            missing = tuple(dict.fromkeys(t.surface for t in passage.evidence.unsupported(content_tokens(span.text))))
+            unknown = passage.evidence.unsupported(content_tokens(span.text))
+            missing = [t.surface for t in unknown] + (foreign_words(span.text) if is_foreign else [])
+            verdict: Verdict = "unsupported" if bad else "supported"
             support = round(1.0 - calibrated(p, threshold), 6)
-            verdicts.append(ClaimVerdict(span.text, span.start, span.end, verdict, support, missing))
-        note = "" if context_texts else "empty context: no content can be supported"
+            verdicts.append(restore(ClaimVerdict(span.text, span.start, span.end, verdict, support,
+                                                 tuple(dict.fromkeys(missing))), original, folded))
+        notes = ["" if context_texts else "empty context: no content can be supported"]
+        if any(foreign):
+            notes.append(f"{sum(foreign)} claim(s) in a script the offline detector cannot read (it reads English; "
+                         "an LLM judge reads other languages): unsupported")
         score = min(1.0, max(0.0, round(1.0 - calibrated(probability, threshold), 9)))
-        details = self._details(probability, shape) | {"ungrounded_claims": float(sum(ungrounded))}
-        return ScoreResult(score, self.name, tuple(verdicts), note=note, details=details)
+        details = self._details(probability, shape) | {"ungrounded_claims": float(sum(ungrounded)),
+                                                      "unreadable_claims": float(sum(foreign))}
+        return ScoreResult(score, self.name, tuple(verdicts), note="; ".join(n for n in notes if n), details=details)
 
     def _details(self, probability: float, shape: str) -> dict[str, float]:
         return {"hallucination_probability": round(probability, 6), "threshold": self.meta.thresholds[shape],

@@ -113,6 +113,25 @@ def test_offline_runs_are_deterministic_with_claims_and_compare(client: TestClie
     assert comparison["metrics"]["hallucination_rate"] == {"base": 0.5, "head": 0.0, "delta": -0.5}
 
 
+def test_an_answer_in_a_script_the_offline_tier_cannot_read_fails_the_gate(client: TestClient,
+                                                                           admin_headers: dict[str, str]) -> None:
+    # An answer in Cyrillic (or a name in fullwidth letters) used to have no token the offline tier reads, so it
+    # scored as "nothing to check", 1.0: a prompt could pass the gate by answering in another script.
+    h = admin_headers
+    cyrillic = {**OWNER, "id": "cyrillic", "answer": "Боб управляет брокером на Марсе."}  # noqa: RUF001 (Cyrillic on purpose)
+    fullwidth = {**OWNER, "id": "fullwidth", "answer": "The broker is run by " + "".join(chr(ord(c) + 0xFEE0)
+                                                                                         for c in "Bob") + "."}
+    _post(client, "/eval-datasets/scripts/versions", {"samples": [PORT, cyrillic, fullwidth]}, h)
+    run = _post(client, "/eval-runs", {"dataset": "scripts", "thresholds": {"maximums": {"hallucination_rate": 0.1}}},
+                h)
+    port, foreign, hidden = run["samples"]
+    assert port["passed"] and not run["passed"]
+    assert not foreign["passed"] and foreign["metrics"]["faithfulness"] == 0.0
+    assert foreign["claims"][0]["verdict"] == "unsupported" and "Боб" in foreign["claims"][0]["unsupported_terms"]
+    assert not hidden["passed"] and hidden["claims"][0]["verdict"] == "unsupported"
+    assert hidden["claims"][0]["claim"] == fullwidth["answer"]  # the stored claim is the answer as sent
+
+
 def test_runs_retrieve_from_a_chromadb_collection_and_generate_offline(
     client: TestClient, admin_headers: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
