@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from evals.scorers.base import ClaimVerdict, Contexts, ScoreResult, SupportSpan, Verdict
-from evals.scorers.readable import fold, foreign_words, restore, unreadable
+from evals.scorers.readable import fold, foreign_words, restore, unverifiable_claims
 from evals.scorers.text import (
     Span,
     Token,
@@ -191,7 +191,7 @@ class ClaimSupportScorer:
         if not answer_text.strip():
             return ScoreResult(1.0, self.name, (), note="empty answer: nothing to verify")
         spans = split_sentences(answer_text)
-        foreign = [unreadable(span.text) for span in spans]
+        foreign, _ = unverifiable_claims([span.text for span in spans], [*context_texts, question_text])
         if not content_tokens(answer_text) and not any(foreign):
             claims = tuple(restore(ClaimVerdict(c.text, c.start, c.end, "not_checkable", 1.0), original, folded)
                            for c in spans)
@@ -205,7 +205,8 @@ class ClaimSupportScorer:
         # Text in another script has no token this tier can read: nothing in it can count as supported.
         score = 0.0 if any(foreign) else _logistic_support(features, self.profile)
         notes = ["" if context_texts else "empty context: no content can be supported",
-                 f"{sum(foreign)} claim(s) in a script this tier cannot read: unsupported" if any(foreign) else ""]
+                 f"{sum(foreign)} claim(s) with words in a script this tier cannot read: unsupported" if any(foreign)
+                 else ""]
         return ScoreResult(score, self.name, claims, note="; ".join(n for n in notes if n),
                            details=dict(zip(FEATURE_NAMES, features, strict=True)))
 

@@ -39,7 +39,7 @@ from evals.scorers.cross_encoder import (
 )
 from evals.scorers.nli import ScorerUnavailableError
 from evals.scorers.passage import Passage
-from evals.scorers.readable import fold, foreign_words, restore, unreadable
+from evals.scorers.readable import fold, foreign_words, restore, unverifiable_claims
 from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, split_sentences
 
 MODEL_DIR = Path(str(resources.files("evals.scorers").joinpath("models")))
@@ -223,7 +223,7 @@ class HallucinationDetector:
         context_texts = [fold(c).text for c in coerce_contexts(contexts)]
         question_text = fold(coerce_text(question, field="question")).text
         spans = split_sentences(answer_text)
-        foreign = [unreadable(s.text) for s in spans]
+        foreign, known = unverifiable_claims([s.text for s in spans], [*context_texts, question_text])
         shape = answer_shape(question_text)
         if not content_tokens(answer_text) and not any(foreign):
             claims = tuple(restore(ClaimVerdict(s.text, s.start, s.end, "not_checkable", 1.0), original, folded)
@@ -251,15 +251,16 @@ class HallucinationDetector:
         for span, p, bad, is_foreign in zip(spans, claim_probs, flagged, foreign, strict=True):
             # The words neither the context nor the question contains: what a reader checks first.
             unknown = passage.evidence.unsupported(content_tokens(span.text))
-            missing = [t.surface for t in unknown] + (foreign_words(span.text) if is_foreign else [])
+            missing = [t.surface for t in unknown] + ([w for w in foreign_words(span.text) if w.lower() not in known]
+                                                      if is_foreign else [])
             verdict: Verdict = "unsupported" if bad else "supported"
             support = round(1.0 - calibrated(p, threshold), 6)
             verdicts.append(restore(ClaimVerdict(span.text, span.start, span.end, verdict, support,
                                                  tuple(dict.fromkeys(missing))), original, folded))
         notes = ["" if context_texts else "empty context: no content can be supported"]
         if any(foreign):
-            notes.append(f"{sum(foreign)} claim(s) in a script the offline detector cannot read (it reads English; "
-                         "an LLM judge reads other languages): unsupported")
+            notes.append(f"{sum(foreign)} claim(s) with words in a script the offline detector cannot read (it reads "
+                         "English; an LLM judge reads other languages): unsupported")
         score = min(1.0, max(0.0, round(1.0 - calibrated(probability, threshold), 9)))
         details = self._details(probability, shape) | {"ungrounded_claims": float(sum(ungrounded)),
                                                       "unreadable_claims": float(sum(foreign))}

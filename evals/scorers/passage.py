@@ -129,20 +129,27 @@ class Passage:
         self._cover: dict[str, np.ndarray] = {}
         self.kind_positions = {kind: np.array([w.index for w in self.tokens if w.kind == kind], dtype=np.int64)
                                for kind in ("entity", "number")}
-        key_ids = {key: number for number, key in enumerate(self.positions)}
-        self._kind_key_ids = {kind: np.array([key_ids[self.tokens[p].key] for p in positions], dtype=np.int64)
-                              for kind, positions in self.kind_positions.items()}
-        self._key_ids = key_ids
+        # Per kind, where each word sits in kind_positions: a claim's own names are masked out word by word.
+        self._kind_slots: dict[str, dict[str, list[int]]] = {}
+        for kind, positions in self.kind_positions.items():
+            slots: dict[str, list[int]] = {}
+            for slot, position in enumerate(positions.tolist()):
+                slots.setdefault(self.tokens[position].key, []).append(slot)
+            self._kind_slots[kind] = slots
         # negated_before[i]: one of the four tokens before position i is a negation.
         index = np.arange(len(self.tokens))
         self.negated_before = (running[index] - running[np.maximum(0, index - 4)]) > 0
 
     def positions_except(self, kind: str, keys: set[str]) -> np.ndarray:
         """Return the positions of the passage's names (numbers) whose word is not one of ``keys``."""
-        excluded = [self._key_ids[k] for k in keys if k in self._key_ids]
+        slots = self._kind_slots[kind]
+        excluded = [slot for key in keys for slot in slots.get(key, ())]
         positions = self.kind_positions[kind]
-        # One vectorised membership test per call: claims of thousands of names against passages of thousands.
-        return positions[~np.isin(self._kind_key_ids[kind], excluded)] if excluded else positions
+        if not excluded:
+            return positions
+        keep = np.ones(len(positions), dtype=bool)
+        keep[excluded] = False  # work in the occurrences of the excluded words, not in the passage's length
+        return positions[keep]
 
     def cover(self, key: str) -> np.ndarray:
         """Return a 0/1 array: 1 where ``key`` occurs within the anchor span (cached per passage)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -19,24 +20,40 @@ from evals.scorers.base import ClaimVerdict
 # A claim is unreadable when more than this share of its letters are outside the Latin script.
 FOREIGN_SHARE = 0.5
 _WORD = re.compile(r"\w+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_MAX = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
 class Folded:
-    """A text folded with NFKC, invisible format characters removed; ``origin[i]`` = where char i came from."""
+    """A text folded with NFKC, invisible format characters removed, and where its changes came from.
+
+    ``changes`` holds one ``(folded_start, original_index, folded_width)`` per replaced character, in order: the
+    original character at ``original_index`` became ``folded_width`` characters (0 when dropped).
+    """
 
     text: str
-    origin: tuple[int, ...] | None  # None: folding changed nothing (the common, ASCII case)
+    changes: tuple[tuple[int, int, int], ...]
     original_length: int
+
+    def position(self, folded: int) -> int:
+        """Return the original index of folded position ``folded`` (a replacement maps to its one character)."""
+        found = bisect_right(self.changes, (folded, _MAX, _MAX)) - 1
+        if found < 0:
+            return folded
+        start, original, width = self.changes[found]
+        if folded < start + width:
+            return original
+        return original + 1 + folded - (start + width)
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Return the original-text span of the folded span ``start:end``."""
-        if self.origin is None:
+        if not self.changes:
             return start, end
         if start >= end:
-            position = self.origin[start] if start < len(self.origin) else self.original_length
+            position = self.position(start)
             return position, position
-        return self.origin[start], self.origin[end - 1] + 1
+        return self.position(start), self.position(end - 1) + 1
 
 
 @lru_cache(maxsize=4096)
@@ -49,15 +66,26 @@ def _fold_char(char: str) -> str:
 def fold(text: str) -> Folded:
     """Fold ``text`` character by character (fullwidth to ASCII, ligatures split, format characters dropped)."""
     if text.isascii():
-        return Folded(text, None, len(text))
-    parts: list[str] = []
-    origin: list[int] = []
-    for index, char in enumerate(text):
-        folded = char if char.isascii() else _fold_char(char)
-        parts.append(folded)
-        origin.extend([index] * len(folded))
-    out = "".join(parts)
-    return Folded(out, None, len(text)) if out == text else Folded(out, tuple(origin), len(text))
+        return Folded(text, (), len(text))
+    pieces: list[str] = []
+    changes: list[tuple[int, int, int]] = []
+    copied = length = 0
+    for match in _NON_ASCII.finditer(text):  # ASCII runs are copied as slices: most of most texts
+        char = match.group()
+        folded = _fold_char(char)
+        if folded == char:
+            continue
+        index = match.start()
+        pieces.append(text[copied:index])
+        length += index - copied
+        changes.append((length, index, len(folded)))
+        pieces.append(folded)
+        length += len(folded)
+        copied = index + 1
+    if not changes:
+        return Folded(text, (), len(text))
+    pieces.append(text[copied:])
+    return Folded("".join(pieces), tuple(changes), len(text))
 
 
 @lru_cache(maxsize=4096)
@@ -83,11 +111,32 @@ def unreadable(text: str) -> bool:
     return not text.isascii() and _foreign_share(text) > FOREIGN_SHARE
 
 
+def foreign_vocabulary(texts: Sequence[str]) -> frozenset[str]:
+    """Return the other-script words of ``texts`` (contexts and question), lower-cased, to ground claims on."""
+    return frozenset(w.lower() for text in texts for w in foreign_words(text))
+
+
+def unverifiable_claims(claims: Sequence[str], sources: Sequence[str]) -> tuple[list[bool], frozenset[str]]:
+    """Return, per claim, whether it holds text the offline tiers cannot check, and the sources' other-script words.
+
+    A claim cannot be checked when it is mostly in another script, or when it has a word in another script that
+    the sources (contexts and question) do not contain: "The capital is Берлин" would hide its name otherwise.
+    """
+    if all(claim.isascii() for claim in claims):
+        return [False] * len(claims), frozenset()  # the common case: no source needs reading
+    known = foreign_vocabulary(sources)
+    return [not claim.isascii() and (unreadable(claim) or any(w.lower() not in known for w in foreign_words(claim)))
+            for claim in claims], known
+
+
 def restore(verdict: ClaimVerdict, answer: str, folded: Folded,
             contexts: Sequence[tuple[str, Folded]] = ()) -> ClaimVerdict:
     """Return ``verdict`` with its claim and best span as the caller's text and offsets, not the folded text's."""
-    start, end = folded.span(verdict.start, verdict.end)
     best = verdict.best_span
+    if not folded.changes and (best is None or best.context_index >= len(contexts)
+                               or not contexts[best.context_index][1].changes):
+        return verdict  # nothing was folded: the offsets are already the caller's
+    start, end = folded.span(verdict.start, verdict.end)
     if best is not None and best.context_index < len(contexts):
         context, context_folded = contexts[best.context_index]
         low, high = context_folded.span(best.start, best.end)

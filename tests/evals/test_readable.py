@@ -3,6 +3,9 @@ offline tiers refusing to vouch for what they cannot read."""
 
 from __future__ import annotations
 
+import random
+import unicodedata
+
 import pytest
 
 from evals.scorers.base import Scorer
@@ -31,12 +34,27 @@ def test_folded_spans_map_back_to_the_original_characters() -> None:
     assert original[low:high] == FULLWIDTH_BERLIN
     low, high = folded.span(folded.text.index("film"), folded.text.index("film") + 4)
     assert original[low:high] == "\ufb01lm"  # two folded characters come from one ligature
-    assert folded.span(3, 3) == (folded.origin[3], folded.origin[3])
+    assert folded.span(3, 3) == (4, 4)  # an empty span stays empty, after the dropped zero-width space
+
+
+def test_every_folded_character_maps_to_the_character_it_came_from() -> None:
+    rng = random.Random(3)
+    alphabet = ["a", "B", " ", ".", "\u200b", "\u00ad", "\ufb01", "\u00bd", "\uff22", "\u00a0", "é", "Ж"]
+    for _ in range(500):
+        original = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        folded = fold(original)
+        positions = [folded.position(i) for i in range(len(folded.text))]
+        assert positions == sorted(positions)
+        for i, at in enumerate(positions):
+            source = original[at]
+            assert folded.text[i] == source or folded.text[i] in unicodedata.normalize("NFKC", source)
+        low, high = folded.span(0, len(folded.text))
+        assert fold(original[low:high]).text == folded.text
 
 
 def test_ascii_text_is_returned_untouched_without_a_map() -> None:
     folded = fold("Plain text, 42 words.")
-    assert folded.text == "Plain text, 42 words." and folded.origin is None and folded.span(2, 7) == (2, 7)
+    assert folded.text == "Plain text, 42 words." and folded.changes == () and folded.span(2, 7) == (2, 7)
 
 
 @pytest.mark.parametrize("text", ["Берлин — столица Франции.", "巴黎是德国的首都。", "Η Αθήνα είναι πρωτεύουσα.",  # noqa: RUF001
@@ -83,6 +101,21 @@ def test_claim_offsets_index_the_text_the_caller_sent(offline: Scorer) -> None:
     result = offline.score(answer=answer, contexts=[CONTEXT], question=QUESTION)
     assert [answer[c.start:c.end] for c in result.claims] == [c.claim for c in result.claims]
     assert result.claims[-1].claim.endswith("Ger\u200bmany.") and result.claims[-1].verdict == "unsupported"
+
+
+def test_one_word_in_another_script_cannot_hide_a_name(offline: Scorer) -> None:
+    # The tokeniser skips the Cyrillic name, so the rest ("the capital of France is") looked supported.
+    result = offline.score(answer="The capital of France is Берлин.", contexts=[CONTEXT], question=QUESTION)
+    assert [c.verdict for c in result.claims] == ["unsupported"] and result.score == 0.0
+    assert "Берлин" in result.claims[0].unsupported_terms
+
+
+def test_a_word_in_another_script_that_the_context_contains_is_not_held_against_the_claim(offline: Scorer) -> None:
+    context = "The film Брат was directed by Aleksei Balabanov in 1997. It made Sergei Bodrov a star."
+    result = offline.score(answer="Aleksei Balabanov directed Брат in 1997.", contexts=[context],
+                           question="Who directed the film Брат?")
+    assert "cannot read" not in result.note and result.claims[0].verdict == "supported"
+    assert "Брат" not in result.claims[0].unsupported_terms
 
 
 def test_small_talk_is_still_not_checkable(offline: Scorer) -> None:
