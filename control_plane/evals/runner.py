@@ -118,7 +118,8 @@ def score_sample(index: int, sample: dict[str, Any], plan: RunPlan) -> SampleOut
     checkable = [c for c in result.claims if c.verdict != "not_checkable"]
     unsupported = len(result.unsupported_claims)
     metrics.update({"faithfulness": result.score, "unsupported_claim_rate": unsupported / max(1, len(checkable)),
-                    "hallucinated": float(unsupported > 0)})
+                    "hallucinated": float(unsupported > 0),
+                    "answered": float(answered(result, texts, sample["question"]))})
     if sample.get("reference_answer"):
         metrics["answer_f1"] = token_f1(answer, sample["reference_answer"])
     metrics = {k: round(v, 6) for k, v in metrics.items()}
@@ -128,11 +129,22 @@ def score_sample(index: int, sample: dict[str, Any], plan: RunPlan) -> SampleOut
                          "; ".join(notes), dict(sample.get("labels", {})), generated)
 
 
+def answered(result: ScoreResult, contexts: list[str], question: str) -> bool:
+    """Return whether the answer states something the contexts support beyond the question's own words.
+
+    Faithfulness alone rewards saying nothing: "I don't know.", "Sorry." and "That depends." are faithful, so a
+    prompt that dodges every question would pass a faithfulness gate; a gate can pin ``answer_rate`` as well.
+    """
+    grounded = key_set(" ".join(contexts)) - key_set(question)
+    return any(t.key in grounded for c in result.claims if c.verdict == "supported" for t in content_tokens(c.claim))
+
+
 def aggregate(outcomes: list[SampleOutcome]) -> dict[str, float]:
     """Average every per-sample metric over the samples that have it; add pass and hallucination rates."""
     names = sorted({name for o in outcomes for name in o.metrics})
     totals = {name: mean_metric([o.metrics[name] for o in outcomes if name in o.metrics]) for name in names}
     if "hallucinated" in totals:  # absent when every sample was retrieval-only
         totals["hallucination_rate"] = totals.pop("hallucinated")
+        totals["answer_rate"] = totals.pop("answered")
     totals["pass_rate"] = mean_metric([float(o.passed) for o in outcomes])
     return {k: round(v, 6) if math.isfinite(v) else 0.0 for k, v in sorted(totals.items())}

@@ -132,6 +132,23 @@ def test_an_answer_in_a_script_the_offline_tier_cannot_read_fails_the_gate(clien
     assert hidden["claims"][0]["claim"] == fullwidth["answer"]  # the stored claim is the answer as sent
 
 
+def test_saying_nothing_is_faithful_but_unanswered_and_a_gate_can_require_answers(
+        client: TestClient, admin_headers: dict[str, str]) -> None:
+    h = admin_headers
+    dodges = [{**OWNER, "id": f"dodge-{i}", "answer": answer} for i, answer in
+              enumerate(["I don't know.", "Sorry, no idea who runs the broker.", "That depends."])]
+    _post(client, "/eval-datasets/refusals/versions", {"samples": [PORT, *dodges]}, h)
+    faithful_only = {"minimums": {"faithfulness": 0.7}}
+    dodged = _post(client, "/eval-runs", {"dataset": "refusals", "thresholds": faithful_only}, h)
+    assert dodged["passed"] and dodged["metrics"]["faithfulness"] > 0.7  # saying nothing is faithful
+    assert [s["metrics"]["answered"] for s in dodged["samples"]] == [1.0, 0.0, 0.0, 0.0]
+    assert dodged["metrics"]["answer_rate"] == 0.25
+    pinned = {"minimums": {"faithfulness": 0.7, "answer_rate": 0.8}}
+    blocked = _post(client, "/eval-runs", {"dataset": "refusals", "thresholds": pinned}, h)
+    assert not blocked["passed"]
+    assert [c["metric"] for c in blocked["checks"] if not c["passed"]] == ["answer_rate"]
+
+
 def test_runs_retrieve_from_a_chromadb_collection_and_generate_offline(
     client: TestClient, admin_headers: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
