@@ -94,10 +94,13 @@ def _latin(char: str) -> bool:
 
 
 def foreign_words(text: str) -> list[str]:
-    """Return the words of ``text`` written mostly in a script other than Latin (the offline tiers cannot read)."""
+    """Return the words of ``text`` with a letter outside the Latin script (the offline tiers cannot read them).
+
+    One such letter is enough: "Lуon" with a Cyrillic "у" is a spoofed name, not a misspelt one.
+    """
     if text.isascii():
         return []
-    return [w for w in _WORD.findall(text) if not w.isascii() and _foreign_share(w) > FOREIGN_SHARE]
+    return [w for w in _WORD.findall(text) if not w.isascii() and _foreign_share(w) > 0.0]
 
 
 def _foreign_share(text: str) -> float:

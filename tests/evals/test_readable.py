@@ -118,6 +118,12 @@ def test_a_word_in_another_script_that_the_context_contains_is_not_held_against_
     assert "Брат" not in result.claims[0].unsupported_terms
 
 
+def test_a_name_spoofed_with_a_lookalike_letter_is_listed_whole(offline: Scorer) -> None:
+    spoofed = "L\u0443on"  # a Cyrillic "у" in "Lyon"
+    result = offline.score(answer=f"The capital of France is {spoofed}.", contexts=[CONTEXT], question=QUESTION)
+    assert result.claims[0].verdict == "unsupported" and spoofed in result.claims[0].unsupported_terms
+
+
 def test_small_talk_is_still_not_checkable(offline: Scorer) -> None:
     result = offline.score(answer="Ok, sure.", contexts=[CONTEXT], question=QUESTION)
     assert result.score == 1.0 and [c.verdict for c in result.claims] == ["not_checkable"]
