@@ -96,7 +96,7 @@ def _latin(char: str) -> bool:
 def foreign_words(text: str) -> list[str]:
     """Return the words of ``text`` with a letter outside the Latin script (the offline tiers cannot read them).
 
-    One such letter is enough: "Lуon" with a Cyrillic "у" is a spoofed name, not a misspelt one.
+    One such letter is enough: "Lyon" spelt with a Cyrillic U+0443 for its "y" is a spoofed name, not a typo.
     """
     if text.isascii():
         return []

@@ -119,7 +119,7 @@ def test_a_word_in_another_script_that_the_context_contains_is_not_held_against_
 
 
 def test_a_name_spoofed_with_a_lookalike_letter_is_listed_whole(offline: Scorer) -> None:
-    spoofed = "L\u0443on"  # a Cyrillic "у" in "Lyon"
+    spoofed = "L\u0443on"  # "Lyon" with a Cyrillic U+0443 for its "y"
     result = offline.score(answer=f"The capital of France is {spoofed}.", contexts=[CONTEXT], question=QUESTION)
     assert result.claims[0].verdict == "unsupported" and spoofed in result.claims[0].unsupported_terms
 
