@@ -34,7 +34,6 @@ class Folded:
 
     text: str
     changes: tuple[tuple[int, int, int], ...]
-    original_length: int
 
     def position(self, folded: int) -> int:
         """Return the original index of folded position ``folded`` (a replacement maps to its one character)."""
@@ -66,7 +65,7 @@ def _fold_char(char: str) -> str:
 def fold(text: str) -> Folded:
     """Fold ``text`` character by character (fullwidth to ASCII, ligatures split, format characters dropped)."""
     if text.isascii():
-        return Folded(text, (), len(text))
+        return Folded(text, ())
     pieces: list[str] = []
     changes: list[tuple[int, int, int]] = []
     copied = length = 0
@@ -83,9 +82,9 @@ def fold(text: str) -> Folded:
         length += len(folded)
         copied = index + 1
     if not changes:
-        return Folded(text, (), len(text))
+        return Folded(text, ())
     pieces.append(text[copied:])
-    return Folded("".join(pieces), tuple(changes), len(text))
+    return Folded("".join(pieces), tuple(changes))
 
 
 @lru_cache(maxsize=4096)
