@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +44,16 @@ def _pg_reachable() -> bool:
             return True
     except OSError:
         return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the Ctrl-C tests' child processes see SIGINT even when the suite runs as a background job.
+
+    A non-interactive shell starts background jobs with SIGINT ignored, children inherit that, and Python does not
+    install its KeyboardInterrupt handler over an ignored signal: `edgeloop demo` would never see the test's Ctrl-C.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
