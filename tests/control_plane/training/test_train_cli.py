@@ -85,6 +85,11 @@ def test_train_watch_is_a_dedicated_worker_that_stops_on_ctrl_c(settings: Settin
         assert wait_for(finished, timeout=120, interval=0.2) == ("succeeded", None)
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # a failed test must not leave a worker polling the database
+            process.communicate()
+            raise
     assert process.returncode == 0, output
     assert "training worker stopped" in output  # (Ctrl-C may land before it prints the job's line: not asserted)
