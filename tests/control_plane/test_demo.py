@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -160,6 +161,9 @@ def test_ctrl_c_stops_the_demo_quietly_leaving_no_process_or_port(tmp_path: Path
         assert demo.wait(90) == 0
     finally:
         if demo.poll() is None:
+            for child in _children(demo.pid):  # the broker and fleet too: a failed test must not leave them running
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
             demo.kill()
             demo.wait()
     reader.join(10)
