@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 from evals.scorers.base import ClaimVerdict, Contexts, ScoreResult, SupportSpan, Verdict
-from evals.scorers.readable import fold, foreign_words, restore, unverifiable_claims
+from evals.scorers.readable import foreign_words, read_inputs
 from evals.scorers.text import (
     Span,
     Token,
-    coerce_contexts,
-    coerce_text,
     content_tokens,
     keyed_tokens,
     split_sentences,
@@ -160,6 +158,10 @@ def _claim_verdict(span: Span, evidence: _Evidence) -> ClaimVerdict:
     return ClaimVerdict(span.text, span.start, span.end, verdict, round(support, 6), unique_missing, best)
 
 
+def _unreadable_verdict(span: Span) -> ClaimVerdict:
+    return ClaimVerdict(span.text, span.start, span.end, "unsupported", 0.0, tuple(foreign_words(span.text)))
+
+
 class ClaimSupportScorer:
     """Score an answer by how much of its content (numbers, names, words, phrases) the context supports."""
 
@@ -182,26 +184,17 @@ class ClaimSupportScorer:
 
     def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
         """Score one answer; an empty answer scores 1.0 (it claims nothing)."""
-        original = coerce_text(answer, field="answer")
-        folded = fold(original)
-        answer_text = folded.text
-        contexts_folded = [(c, fold(c)) for c in coerce_contexts(contexts)]
-        context_texts = [f.text for _, f in contexts_folded]
-        question_text = fold(coerce_text(question, field="question")).text
+        inputs = read_inputs(answer, contexts, question)
+        answer_text, context_texts, foreign = inputs.answer, inputs.context_texts, inputs.foreign
         if not answer_text.strip():
             return ScoreResult(1.0, self.name, (), note="empty answer: nothing to verify")
-        spans = split_sentences(answer_text)
-        foreign, _ = unverifiable_claims([span.text for span in spans], [*context_texts, question_text])
-        if not content_tokens(answer_text) and not any(foreign):
-            claims = tuple(restore(ClaimVerdict(c.text, c.start, c.end, "not_checkable", 1.0), original, folded)
-                           for c in spans)
-            return ScoreResult(1.0, self.name, claims, note="no checkable content (no names, numbers or content words)")
-        evidence = self._evidence_for(context_texts, question_text)
+        if not inputs.checkable:
+            return ScoreResult(1.0, self.name, inputs.not_checkable(),
+                               note="no checkable content (no names, numbers or content words)")
+        evidence = self._evidence_for(context_texts, inputs.question)
         features = support_features(answer_text, evidence)
-        claims = tuple(
-            restore(ClaimVerdict(span.text, span.start, span.end, "unsupported", 0.0, tuple(foreign_words(span.text)))
-                    if is_foreign else _claim_verdict(span, evidence), original, folded, contexts_folded)
-            for span, is_foreign in zip(spans, foreign, strict=True))
+        claims = tuple(inputs.restore(_unreadable_verdict(span) if is_foreign else _claim_verdict(span, evidence))
+                       for span, is_foreign in zip(inputs.spans, foreign, strict=True))
         # Text in another script has no token this tier can read: nothing in it can count as supported.
         score = 0.0 if any(foreign) else _logistic_support(features, self.profile)
         notes = ["" if context_texts else "empty context: no content can be supported",

@@ -39,8 +39,8 @@ from evals.scorers.cross_encoder import (
 )
 from evals.scorers.nli import ScorerUnavailableError
 from evals.scorers.passage import Passage
-from evals.scorers.readable import fold, foreign_words, restore, unverifiable_claims
-from evals.scorers.text import coerce_contexts, coerce_text, content_tokens, split_sentences
+from evals.scorers.readable import foreign_words, read_inputs
+from evals.scorers.text import content_tokens, split_sentences
 
 MODEL_DIR = Path(str(resources.files("evals.scorers").joinpath("models")))
 MODEL_FILE = "detector.onnx"
@@ -217,18 +217,12 @@ class HallucinationDetector:
 
     def score(self, *, answer: str | bytes, contexts: Contexts, question: str | bytes | None = None) -> ScoreResult:
         """Score one answer against its contexts; per-claim verdicts use the same threshold."""
-        original = coerce_text(answer, field="answer")
-        folded = fold(original)
-        answer_text = folded.text
-        context_texts = [fold(c).text for c in coerce_contexts(contexts)]
-        question_text = fold(coerce_text(question, field="question")).text
-        spans = split_sentences(answer_text)
-        foreign, known = unverifiable_claims([s.text for s in spans], [*context_texts, question_text])
+        inputs = read_inputs(answer, contexts, question)
+        answer_text, context_texts, question_text = inputs.answer, inputs.context_texts, inputs.question
+        spans, foreign, known = inputs.spans, inputs.foreign, inputs.known
         shape = answer_shape(question_text)
-        if not content_tokens(answer_text) and not any(foreign):
-            claims = tuple(restore(ClaimVerdict(s.text, s.start, s.end, "not_checkable", 1.0), original, folded)
-                           for s in spans)
-            return ScoreResult(1.0, self.name, claims, note="no checkable content",
+        if not inputs.checkable:
+            return ScoreResult(1.0, self.name, inputs.not_checkable(), note="no checkable content",
                                details=self._details(0.0, shape))
         passage = self.passage(context_texts, question_text)
         if content_tokens(answer_text):
@@ -255,8 +249,8 @@ class HallucinationDetector:
                                                       if is_foreign else [])
             verdict: Verdict = "unsupported" if bad else "supported"
             support = round(1.0 - calibrated(p, threshold), 6)
-            verdicts.append(restore(ClaimVerdict(span.text, span.start, span.end, verdict, support,
-                                                 tuple(dict.fromkeys(missing))), original, folded))
+            verdicts.append(inputs.restore(ClaimVerdict(span.text, span.start, span.end, verdict, support,
+                                                        tuple(dict.fromkeys(missing)))))
         notes = ["" if context_texts else "empty context: no content can be supported"]
         if any(foreign):
             notes.append(f"{sum(foreign)} claim(s) with words in a script the offline detector cannot read (it reads "

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from evals.scorers.base import ClaimVerdict
+from evals.scorers.base import ClaimVerdict, Contexts
+from evals.scorers.text import Span, coerce_contexts, coerce_text, content_tokens, split_sentences
 
 # A claim is unreadable when more than this share of its letters are outside the Latin script.
 FOREIGN_SHARE = 0.5
@@ -144,3 +145,51 @@ def restore(verdict: ClaimVerdict, answer: str, folded: Folded,
         low, high = context_folded.span(best.start, best.end)
         best = replace(best, start=low, end=high, text=context[low:high])
     return replace(verdict, claim=answer[start:end], start=start, end=end, best_span=best)
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """A scorer's inputs as the offline tiers read them: folded, split into claims, unverifiable claims marked."""
+
+    original: str
+    folded: Folded
+    contexts: list[tuple[str, Folded]]
+    question: str
+    spans: list[Span]
+    foreign: list[bool]
+    known: frozenset[str]  # the other-script words of the contexts and question
+
+    @property
+    def answer(self) -> str:
+        """Return the folded answer (what the tokeniser reads)."""
+        return self.folded.text
+
+    @property
+    def context_texts(self) -> list[str]:
+        """Return the folded contexts."""
+        return [folded.text for _, folded in self.contexts]
+
+    @property
+    def checkable(self) -> bool:
+        """Return whether there is anything to judge: content words, or text the tiers must refuse to vouch for."""
+        return bool(content_tokens(self.answer)) or any(self.foreign)
+
+    def restore(self, verdict: ClaimVerdict) -> ClaimVerdict:
+        """Return ``verdict`` in the caller's text and offsets."""
+        return restore(verdict, self.original, self.folded, self.contexts)
+
+    def not_checkable(self) -> tuple[ClaimVerdict, ...]:
+        """Return a ``not_checkable`` verdict per claim (an answer with nothing to judge)."""
+        return tuple(self.restore(ClaimVerdict(s.text, s.start, s.end, "not_checkable", 1.0)) for s in self.spans)
+
+
+def read_inputs(answer: str | bytes, contexts: Contexts, question: str | bytes | None) -> Inputs:
+    """Validate, fold and split a scorer's inputs, and mark the claims the offline tiers cannot check."""
+    original = coerce_text(answer, field="answer")
+    folded = fold(original)
+    folded_contexts = [(c, fold(c)) for c in coerce_contexts(contexts)]
+    question_text = fold(coerce_text(question, field="question")).text
+    spans = split_sentences(folded.text)
+    foreign, known = unverifiable_claims([s.text for s in spans],
+                                         [*(f.text for _, f in folded_contexts), question_text])
+    return Inputs(original, folded, folded_contexts, question_text, spans, foreign, known)
