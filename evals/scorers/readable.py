@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from evals.scorers.base import ClaimVerdict, Contexts
+from evals.scorers.framing import normalise
 from evals.scorers.text import Span, coerce_contexts, coerce_text, content_tokens, split_sentences
 
 # A claim is unreadable when more than this share of its letters are outside the Latin script.
@@ -136,7 +137,8 @@ def restore(verdict: ClaimVerdict, answer: str, folded: Folded,
             contexts: Sequence[tuple[str, Folded]] = ()) -> ClaimVerdict:
     """Return ``verdict`` with its claim and best span as the caller's text and offsets, not the folded text's."""
     best = verdict.best_span
-    if not folded.changes and (best is None or best.context_index >= len(contexts)
+    as_sent = verdict.claim == answer[verdict.start:verdict.end]  # not recased or reframed (framing.py)
+    if not folded.changes and as_sent and (best is None or best.context_index >= len(contexts)
                                or not contexts[best.context_index][1].changes):
         return verdict  # nothing was folded: the offsets are already the caller's
     start, end = folded.span(verdict.start, verdict.end)
@@ -153,6 +155,7 @@ class Inputs:
 
     original: str
     folded: Folded
+    text: str  # the folded answer normalised (recased, framing blanked): what the tokeniser reads, same length
     contexts: list[tuple[str, Folded]]
     question: str
     spans: list[Span]
@@ -161,8 +164,8 @@ class Inputs:
 
     @property
     def answer(self) -> str:
-        """Return the folded answer (what the tokeniser reads)."""
-        return self.folded.text
+        """Return the answer as the tiers read it: folded and normalised (``framing.normalise``)."""
+        return self.text
 
     @property
     def context_texts(self) -> list[str]:
@@ -189,7 +192,8 @@ def read_inputs(answer: str | bytes, contexts: Contexts, question: str | bytes |
     folded = fold(original)
     folded_contexts = [(c, fold(c)) for c in coerce_contexts(contexts)]
     question_text = fold(coerce_text(question, field="question")).text
-    spans = split_sentences(folded.text)
+    text = normalise(folded.text, [*(f.text for _, f in folded_contexts), question_text])
+    spans = split_sentences(text)
     foreign, known = unverifiable_claims([s.text for s in spans],
                                          [*(f.text for _, f in folded_contexts), question_text])
-    return Inputs(original, folded, folded_contexts, question_text, spans, foreign, known)
+    return Inputs(original, folded, text, folded_contexts, question_text, spans, foreign, known)

@@ -1,0 +1,155 @@
+"""Answer surface that asserts nothing: letter case and framing phrases, normalised before the offline tiers read.
+
+The offline tiers read a capital as a name and count every word of a claim, so the surface of an answer moved its
+score as much as its facts did (dev rows 1,700-1,899):
+- A faithful summary typed in lower case lost its names and its sentence breaks: 72% flagged (7% as written).
+- The hallucinated summaries in capitals turned every word into a name the passage "has": 6.5% flagged (66%).
+- A preamble that frames a claim hid hallucinations: dialogue hallucinations after "According to the passage, "
+  were flagged 27% instead of 46%; "Based on the context, the answer is X" flagged 38% of right QA answers.
+
+An answer written in one case takes each word's case from the sources (contexts and question), and a leading
+phrase that only frames its sentence is blanked out. Both keep the text's length, so claim offsets still index the
+caller's text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from evals.scorers.text import STOPWORDS, split_sentences
+
+_LETTERS = re.compile(r"[^\W\d_]+")
+# A word after one of these (or at the start) starts a sentence: its capital says nothing about its case.
+_BREAK_BEFORE = re.compile(r"(?:^|[.!?:\n\[\]\"])[\s\"'(\[]*$")
+_SENTENCE_START = re.compile(r"(?:^|[.!?][\"')\]]*\s+|\n\s*)[\"'(\[]*([a-z])")
+# Words of a phrase about the sources or the act of answering; with stopwords, all a framing clause may hold.
+_META_WORDS = """
+according based basis passage passages context contexts text texts document documents article articles source
+sources knowledge information info provided given above answer answers summary summarize summarise summarized
+summarised short sum brief briefly overall conclusion conclude stated states say says said mention mentions
+mentioned described describes noted notes reported reports indicated indicates excerpt snippet data evidence
+retrieved reading read looking judging honestly frankly basically essentially apparently seemingly clearly
+actually indeed course far tell see understand understanding know known best recall memory question response
+reply story report record records
+"""
+_META = frozenset(_META_WORDS.split())
+# A clause with one of these takes a side ("Yes, according to the text, ..."): it is an answer, not a frame.
+_POLAR_WORDS = "yes yeah yep no nope not never nor none nothing neither"
+_POLAR = frozenset(_POLAR_WORDS.split())
+_CLAUSE = re.compile(r"([^,:;.!?\n]{1,100}?)\s*[,:]\s+")
+_CLAUSE_TOKENS = 12
+_LEADS = (
+    re.compile(r"(?:i|we)\s+(?:(?:really|honestly|personally|would|do)\s+)?"
+               r"(?:think|believe|guess|suppose|reckon|assume|feel|say)(?:\s+that)?\s+", re.I),
+    re.compile(r"(?:the|this)\s+(?:passage|text|context|document|article|source|knowledge|information|excerpt|"
+               r"story|report)\s+(?:says|states|mentions|notes|reports|indicates|suggests|shows|explains|"
+               r"confirms|tells\s+us)(?:\s+that)?\s+", re.I),
+    re.compile(r"(?:the\s+|my\s+)?(?:correct\s+|right\s+|final\s+|short\s+|best\s+)?answer\s+(?:is|would\s+be)"
+               r"\s*:?\s+", re.I),
+)
+
+
+def single_case(text: str) -> bool:
+    """Return whether every cased letter of ``text`` has the same case (and there is one)."""
+    return text.islower() or text.isupper()
+
+
+def source_casing(sources: Sequence[str], wanted: set[str]) -> dict[str, str]:
+    """Return, for each lower-cased word of ``wanted``, its commonest form inside sentences of ``sources``.
+
+    A word seen only at sentence starts counts only when written in capitals ("NASA"): "However" there says
+    nothing about how the word is cased elsewhere.
+    """
+    counts: dict[str, Counter[str]] = {}
+    acronyms: dict[str, str] = {}
+    for text in sources:
+        for match in _LETTERS.finditer(text):
+            word = match.group()
+            lower = word.lower()
+            if lower not in wanted:
+                continue
+            if not _BREAK_BEFORE.search(text, max(0, match.start() - 8), match.start()):
+                counts.setdefault(lower, Counter())[word] += 1
+            elif len(word) > 1 and word.isupper():
+                acronyms.setdefault(lower, word)
+    return acronyms | {lower: forms.most_common(1)[0][0] for lower, forms in counts.items()}
+
+
+def recase(text: str, sources: Sequence[str]) -> str:
+    """Return a one-case ``text`` with each word cased as the sources write it and sentences capitalised.
+
+    A word the sources lack is lower-cased (a name they lack stays lower case, so it weighs as a word, not as a
+    name). Text that already mixes cases is returned unchanged: its capitals are the writer's.
+    """
+    if not single_case(text):
+        return text
+    casing = source_casing(sources, {m.group().lower() for m in _LETTERS.finditer(text)})
+
+    def cased(match: re.Match[str]) -> str:
+        word = match.group()
+        form = casing.get(word.lower(), word.lower())
+        return form if len(form) == len(word) else word  # a few letters change length with case: keep those
+
+    words = _LETTERS.sub(cased, text)
+    return _SENTENCE_START.sub(lambda m: m.group()[:-1] + m.group(1).upper(), words)
+
+
+def _framing_length(sentence: str) -> int:
+    """Return how many leading characters of ``sentence`` only frame it (0 when none)."""
+    length = pending = 0
+    for _ in range(4):  # "Well, according to the passage, I think ..." frames three times
+        rest = sentence[pending:]
+        clause = _CLAUSE.match(rest)
+        kind = _clause_kind(clause.group(1)) if clause else None
+        if clause and kind:
+            pending += clause.end()
+            # A bare "Well," or "So," is kept unless a frame follows it: alone it is how a reply starts.
+            length = pending if kind == "frame" else length
+            continue
+        lead = next((m for m in (p.match(rest) for p in _LEADS) if m), None)
+        if lead is None:
+            break
+        length = pending = pending + lead.end()
+    # Nothing is blanked unless a statement is left to judge.
+    return length if re.search(r"[^\W_]", sentence[length:]) else 0
+
+
+def _clause_kind(clause: str) -> str | None:
+    """Return "frame" for a clause about the sources, "filler" for one of stopwords only, else None."""
+    words = re.findall(r"[a-z]+", clause.lower())
+    if not 0 < len(words) <= _CLAUSE_TOKENS or any(w in _POLAR for w in words):
+        return None
+    if not all(w in STOPWORDS or w in _META for w in words):
+        return None
+    return "frame" if any(w in _META for w in words) else "filler"
+
+
+def blank_framing(text: str) -> str:
+    """Return ``text`` with each sentence's framing preamble replaced by spaces and what follows capitalised.
+
+    The capital keeps the sentence split where it was ("... 1990. according to ..." would not split).
+    """
+    pieces, copied = [], 0
+    for span in split_sentences(text):
+        length = _framing_length(span.text)
+        if not length:
+            continue
+        start = span.start + length
+        while text[start].isspace():
+            start += 1
+        pieces.append(text[copied:span.start])
+        pieces.append(" " * (start - span.start))
+        first = text[start]
+        pieces.append(first.upper() if "a" <= first <= "z" else first)
+        copied = start + 1
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
+
+
+def normalise(answer: str, sources: Sequence[str]) -> str:
+    """Return ``answer`` as the offline tiers should read it (same length): recased, framing blanked."""
+    return blank_framing(recase(answer, sources))

@@ -1,0 +1,111 @@
+"""Surface that asserts nothing (letter case, framing preambles) is normalised before scoring, in place, so that
+neither tier can be moved by it and claim offsets still index the caller's text."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from evals.scorers.base import Scorer
+from evals.scorers.claim_support import ClaimSupportScorer
+from evals.scorers.detector import HallucinationDetector
+from evals.scorers.framing import blank_framing, normalise, recase, single_case
+
+DOCUMENT = ("Storm Ciara hit Britain on Sunday. The Met Office said winds reached 97 mph in Aberdaron, Wales. "
+            "NASA satellites tracked the storm across the Atlantic. More than 500 flights were cancelled at "
+            "Heathrow.")
+SUMMARY = "Storm Ciara hit Britain on Sunday. Winds reached 97 mph in Aberdaron, Wales."
+INVENTED = "Storm Ciara hit Scotland on Monday. Winds reached 140 mph in Glasgow."
+CONTEXT = "Paris is the capital and largest city of France. Lyon is the third-largest city of France."
+QUESTION = "What is the capital of France?"
+
+
+def test_a_one_case_answer_takes_the_case_the_sources_write() -> None:
+    assert recase(SUMMARY.lower(), [DOCUMENT]) == SUMMARY
+    assert recase(SUMMARY.upper(), [DOCUMENT]) == SUMMARY
+    # An acronym seen only at a sentence start keeps its capitals; "More" there says nothing about "more".
+    assert recase("nasa tracked more than 500 storms.", [DOCUMENT]) == "NASA tracked more than 500 storms."
+    # A word the sources lack is lower case: a name they lack weighs as a word, never as a known name.
+    assert recase("STORM CIARA HIT GLASGOW.", [DOCUMENT]) == "Storm Ciara hit glasgow."
+
+
+def test_mixed_case_is_the_writers_and_is_left_alone() -> None:
+    for text in (SUMMARY, "iPhone sales rose.", "The BBC said so.", "1990", ""):
+        assert recase(text, [DOCUMENT]) == text
+    assert single_case("yes") and single_case("NO.") and not single_case("No.") and not single_case("42")
+
+
+@pytest.mark.parametrize(("framed", "claim"), [
+    ("According to the passage, Paris is the capital.", "Paris is the capital."),
+    ("Based on the context provided, the answer is Paris.", "Paris."),
+    ("Answer: Paris", "Paris"),
+    ("Well, according to the text, I think Paris is the capital.", "Paris is the capital."),
+    ("As far as I can tell from the information given, Paris is the capital.", "Paris is the capital."),
+    ("The passage says that Paris is the capital.", "Paris is the capital."),
+    ("Lyon is a city. In summary, the capital is Paris.", "The capital is Paris."),
+])
+def test_a_framing_preamble_is_blanked_in_place(framed: str, claim: str) -> None:
+    blanked = blank_framing(framed)
+    assert len(blanked) == len(framed)
+    assert blanked.rstrip().endswith(claim) and blanked[: blanked.index(claim)].strip() in ("", "Lyon is a city.")
+
+
+@pytest.mark.parametrize("text", [
+    "Yes, according to the passage, it is.",  # takes a side: an answer, not a frame
+    "No, based on the text, it is not.",
+    "According to Le Monde, Paris is the capital.",  # an attribution to a named source is a claim
+    "In 1990, Paris grew.",
+    "Well, Paris is lovely.",  # a reply's "Well," alone is how it starts
+    "According to the passage:",  # nothing left to judge
+    "The capital, Paris, is large.",
+])
+def test_what_is_not_a_frame_is_kept(text: str) -> None:
+    assert blank_framing(text) == text
+
+
+def test_normalising_never_changes_the_length() -> None:
+    rng = random.Random(5)
+    vocabulary = ["according", "to", "the", "passage", ",", ":", ".", "Paris", "PARIS", "answer", "is", "I", "think",
+                  "yes", "\n", "  ", "İSTANBUL", "ǅ", "ß", "1,000", "well", "NASA", "based", "on"]
+    for _ in range(500):
+        text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 25)))
+        for source in (DOCUMENT, text.upper(), ""):
+            assert len(normalise(text, [source])) == len(text)
+
+
+@pytest.fixture(scope="module", params=["detector", "claim_support"])
+def offline(request: pytest.FixtureRequest) -> Scorer:
+    return HallucinationDetector() if request.param == "detector" else ClaimSupportScorer()
+
+
+@pytest.mark.parametrize("change", [str.lower, str.upper])
+def test_a_summary_in_one_case_scores_as_written(offline: Scorer, change: Callable[[str], str]) -> None:
+    # Before: the lower-case faithful summary lost its names and sentence breaks and was flagged; the same invented
+    # summary in capitals turned every word into a name and passed.
+    assert offline.score(answer=change(SUMMARY), contexts=[DOCUMENT]).score == \
+        offline.score(answer=SUMMARY, contexts=[DOCUMENT]).score
+    written = offline.score(answer=INVENTED, contexts=[DOCUMENT])
+    changed = offline.score(answer=change(INVENTED), contexts=[DOCUMENT])
+    assert [c.verdict for c in changed.claims] == [c.verdict for c in written.claims]
+    assert changed.unsupported_claims
+    assert not offline.score(answer=change(SUMMARY), contexts=[DOCUMENT]).unsupported_claims
+
+
+@pytest.mark.parametrize("preamble", ["According to the passage, ", "Answer: ", "I think ",
+                                      "Based on the context provided, the correct answer is "])
+def test_a_preamble_moves_no_score(offline: Scorer, preamble: str) -> None:
+    for answer in ("Paris is the capital of France.", "Lyon is the capital of France."):
+        plain = offline.score(answer=answer, contexts=[CONTEXT], question=QUESTION)
+        framed = offline.score(answer=preamble + answer, contexts=[CONTEXT], question=QUESTION)
+        assert framed.score == plain.score
+        assert [c.verdict for c in framed.claims] == [c.verdict for c in plain.claims]
+
+
+def test_verdicts_quote_the_callers_text(offline: Scorer) -> None:
+    answer = "according to the passage, lyon is the capital of germany. paris is in france."
+    result = offline.score(answer=answer, contexts=[CONTEXT], question=QUESTION)
+    assert [answer[c.start:c.end] for c in result.claims] == [c.claim for c in result.claims]
+    assert [c.claim for c in result.claims] == ["lyon is the capital of germany.", "paris is in france."]
+    assert [c.verdict for c in result.claims] == ["unsupported", "supported"]
