@@ -38,7 +38,7 @@ from evals.scorers.cross_encoder import (
     premise_for,
 )
 from evals.scorers.nli import ScorerUnavailableError
-from evals.scorers.passage import Passage
+from evals.scorers.passage import NUMBER_SPAN, Passage, word_set, words
 from evals.scorers.readable import foreign_words, read_inputs
 from evals.scorers.text import content_tokens, split_sentences
 
@@ -231,9 +231,11 @@ class HallucinationDetector:
             probability, claim_probs = 1.0, [1.0] * len(spans)
         threshold = self.meta.thresholds[shape]
         ungrounded = [ungrounded_claim(span.text, passage, shape) for span in spans]
+        contradicted = [bool(contradicted_numbers(span.text, passage)) for span in spans]
         # Outside what the models were trained on (HaluEval always shares words with its passage, in English): a
-        # claim that nothing in the context supports, or that the tokeniser cannot read, is unsupported.
-        forced = [a or b for a, b in zip(ungrounded, foreign, strict=True)]
+        # claim that nothing in the context supports, that gives a number the context gives differently, or that
+        # the tokeniser cannot read, is unsupported.
+        forced = [a or b or c for a, b, c in zip(ungrounded, contradicted, foreign, strict=True)]
         if any(forced):
             claim_probs = [1.0 if bad else p for p, bad in zip(claim_probs, forced, strict=True)]
             probability = 1.0
@@ -252,12 +254,16 @@ class HallucinationDetector:
             verdicts.append(inputs.restore(ClaimVerdict(span.text, span.start, span.end, verdict, support,
                                                         tuple(dict.fromkeys(missing)))))
         notes = ["" if context_texts else "empty context: no content can be supported"]
+        if any(contradicted):
+            notes.append(f"{sum(contradicted)} claim(s) give a number where the context gives another for the same "
+                         "thing: unsupported")
         if any(foreign):
             notes.append(f"{sum(foreign)} claim(s) with words in a script the offline detector cannot read (it reads "
                          "English; an LLM judge reads other languages): unsupported")
         score = min(1.0, max(0.0, round(1.0 - calibrated(probability, threshold), 9)))
         details = self._details(probability, shape) | {"ungrounded_claims": float(sum(ungrounded)),
-                                                      "unreadable_claims": float(sum(foreign))}
+                                                      "unreadable_claims": float(sum(foreign)),
+                                                      "contradicted_claims": float(sum(contradicted))}
         return ScoreResult(score, self.name, tuple(verdicts), note="; ".join(n for n in notes if n), details=details)
 
     def _details(self, probability: float, shape: str) -> dict[str, float]:
@@ -281,6 +287,54 @@ def ungrounded_claim(claim: str, passage: Passage, shape: str) -> bool:
     if shape == "dialogue":
         return False
     return any(t.kind != "word" for t in new) and not any(t.key in evidence.context_keys for t in tokens)
+
+
+def contradicted_numbers(claim: str, passage: Passage) -> list[str]:
+    """Return the claim's numbers that the context contradicts: it gives another number for the same thing.
+
+    A plain number ("140", "1,932", "3.5") that neither the context nor the question contains is looked up by the
+    word it counts or dates: the first lower-case content word within two tokens after it, else before it ("140
+    *mph*", "*released* in 2004"). The context contradicts it when it puts numbers of the same sort next to that
+    word (a year for a year, a count for a count), every one written in digits and none within 10% of the claim's
+    (a summary rounds "15.9 million" to "16 million"). A claim that hedges ("about 600", "more than 600") is not
+    contradicted. A rule over the trees: HaluEval's faithful summaries often carry numbers their (truncated)
+    article lacks, so the trees learned that a missing number means little, and "Winds reached 140 mph" passed
+    against "winds reached 97 mph".
+    """
+    tokens = words(claim)
+    out = []
+    for i, word in enumerate(tokens):
+        claimed = _number_value(word.key) if word.kind == "number" else None
+        if claimed is None or word.key in passage.keys or word.key in passage.question_keys:
+            continue
+        if any(w.lower in _HEDGES for w in tokens[max(0, i - 2):i]):
+            continue
+        after = tokens[i + 1:i + 1 + NUMBER_SPAN]
+        before = tokens[max(0, i - NUMBER_SPAN):i][::-1]
+        anchor = next((w for w in [*after, *before] if w.kind == "word"), None)
+        near = passage.numbers_near(anchor.key) if anchor is not None else frozenset()
+        values = [_number_value(key) for key in near]
+        if not values or any(v is None for v in values):
+            continue  # nothing to compare with, or a number this rule cannot read ("twenty-nine", "97mph")
+        same_sort = [v for v in values if v is not None and _is_year(v) == _is_year(claimed)]
+        close = [v for v in same_sort if not _is_year(claimed) and abs(v - claimed) <= 0.1 * max(abs(claimed), 1)]
+        if same_sort and not close:
+            out.append(word.lower)
+    return out
+
+
+# Words that make the number after them approximate: "about 600" is not contradicted by "581".
+_HEDGES = word_set("about around almost nearly roughly approximately some over under more less least most than "
+                   "up estimated")
+_PLAIN_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+
+
+def _number_value(key: str) -> float | None:
+    return float(key.replace(",", "")) if _PLAIN_NUMBER.fullmatch(key) else None
+
+
+def _is_year(value: float) -> bool:
+    return value.is_integer() and 1000 <= value <= 2100
 
 
 def detector_available(directory: Path = MODEL_DIR) -> bool:

@@ -32,6 +32,13 @@ PROXIMITY_CAP = 40.0
 # A claim word is anchored when its claim neighbours occur within ANCHOR_SPAN tokens of one of its occurrences in
 # the passage.
 ANCHOR_SPAN = 10
+# A number and the word it counts or dates ("97 mph", "released in 2004") sit at most this many tokens apart.
+NUMBER_SPAN = 2
+NUMBER_WORDS = word_set("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                        "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
+                        "hundred hundreds thousand thousands million millions billion billions trillion dozen dozens "
+                        "half first second third fourth fifth sixth seventh eighth ninth tenth")
+SPELLED = "#spelled"
 
 
 @dataclass(slots=True, eq=False)
@@ -127,6 +134,7 @@ class Passage:
         self.log_words = math.log1p(len(self.tokens))
         self._proximity_cache: dict[str, float] = {}
         self._cover: dict[str, np.ndarray] = {}
+        self._numbers_near: dict[str, frozenset[str]] | None = None
         self.kind_positions = {kind: np.array([w.index for w in self.tokens if w.kind == kind], dtype=np.int64)
                                for kind in ("entity", "number")}
         # Per kind, where each word sits in kind_positions: a claim's own names are masked out word by word.
@@ -162,6 +170,21 @@ class Passage:
             mask = (np.cumsum(mask)[:-1] > 0).astype(np.float32)
             self._cover[key] = mask
         return mask
+
+    def numbers_near(self, key: str) -> frozenset[str]:
+        """Return the numbers within ``NUMBER_SPAN`` tokens of any occurrence of ``key`` ("mph" -> {"97"}).
+
+        A number written as a word ("Twenty-nine elephants") is there as ``SPELLED``: a value not read here.
+        """
+        if self._numbers_near is None:
+            near: dict[str, set[str]] = {}
+            for i, word in enumerate(self.tokens):  # one pass over the passage, then a lookup per claim number
+                if word.kind == "number" or word.lower in NUMBER_WORDS:
+                    number = word.key if word.kind == "number" else SPELLED
+                    for other in self.tokens[max(0, i - NUMBER_SPAN):i + NUMBER_SPAN + 1]:
+                        near.setdefault(other.key, set()).add(number)
+            self._numbers_near = {k: frozenset(v) for k, v in near.items()}
+        return self._numbers_near.get(key, frozenset())
 
     def proximity(self, key: str) -> float:
         """Return the mean distance (capped) from the nearest occurrence of ``key`` to each focus term."""

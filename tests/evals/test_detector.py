@@ -19,6 +19,7 @@ from evals.scorers.detector import (
     ScorerUnavailableError,
     answer_shape,
     calibrated,
+    contradicted_numbers,
     detector_available,
     load_meta,
 )
@@ -155,3 +156,41 @@ def test_opposites_and_names_that_traded_places_score_below_the_faithful_claim(
     faithful = score("Liverpool were beaten 4-1 by Arsenal. Arsenal moved above Manchester United.")
     assert score("Arsenal were beaten 4-1 by Liverpool. Arsenal moved above Manchester United.") < faithful
     assert score("Liverpool were beaten 4-1 by Arsenal. Arsenal moved below Manchester United.") < faithful
+
+
+@pytest.mark.parametrize(("answer", "contradicted"), [
+    ("Winds reached 140 mph in the storm.", ["140"]),  # the context: 97 mph
+    ("600 flights were cancelled at Heathrow.", ["600"]),  # the context: 500 flights
+    ("More than 600 flights were cancelled.", []),  # hedged: not contradicted
+    ("The bridge was opened 95 years ago, in 1937, and 520 flights were cancelled.", []),  # within 10%
+    ("The bridge was opened in 1932.", ["1932"]),  # the context: opened in 1937
+    ("Winds reached 97 mph and 500 flights were cancelled.", []),
+    ("The storm killed 3 people.", []),  # a number the context lacks, but nothing it says otherwise
+    ("Winds reached ninety-seven mph.", []),
+])
+def test_a_number_the_context_gives_differently_is_unsupported(detector: HallucinationDetector, answer: str,
+                                                                contradicted: list[str]) -> None:
+    context = ("Winds reached 97 mph in Aberdaron. More than 500 flights were cancelled at Heathrow. The Golden Gate "
+               "Bridge, which was opened in 1937, was closed.")
+    assert contradicted_numbers(answer, detector.passage([context], "")) == contradicted
+    for question in ("", "What happened in the storm?"):
+        result = detector.score(answer=answer, contexts=[context], question=question)
+        assert result.details["contradicted_claims"] == float(bool(contradicted))
+        if contradicted:
+            assert result.score == 0.0 and "another for the same thing" in result.note
+            assert contradicted[0] in result.claims[0].unsupported_terms
+
+
+def test_a_number_the_question_gives_is_not_contradicted(detector: HallucinationDetector) -> None:
+    passage = detector.passage(["The bridge opened in 1937."], "Did the bridge open in 1932?")
+    assert contradicted_numbers("No, the bridge opened in 1937, not 1932.", passage) == []
+
+
+def test_numbers_written_differently_or_rounded_are_not_contradictions(detector: HallucinationDetector) -> None:
+    passage = detector.passage(["Twenty-nine elephants live here. An estimated 15.9 million people need aid. The "
+                                "record is 10,190 miles, set in 2001."], "")
+    for claim in ("29 elephants live there.", "Almost 16 million people need aid.", "16 million people need aid.",
+                  "The record is 10,190 miles."):
+        assert contradicted_numbers(claim, passage) == [], claim
+    assert contradicted_numbers("The record was set in 2003.", passage) == ["2003"]  # a year is exact
+    assert contradicted_numbers("The record is 14,000 miles.", passage) == ["14,000"]
