@@ -48,7 +48,15 @@ _LEADS = (
                r"confirms|tells\s+us)(?:\s+that)?\s+", re.I),
     re.compile(r"(?:the\s+|my\s+)?(?:correct\s+|right\s+|final\s+|short\s+|best\s+)?answer\s+(?:is|would\s+be)"
                r"\s*:?\s+", re.I),
+    re.compile(r"it\s+(?:might|may|could|would|seems|appears)\s+(?:be\s+)?that\s+", re.I),
+    re.compile(r"(?:perhaps|possibly|probably|maybe|presumably)\s+", re.I),
 )
+# Marks that point at a source or number a list: "[1]", "[2, 3]", "[source 1]", "1." at a line start. Their
+# digits are not claims ("[1]" was a number the context lacked: 99% of right QA answers flagged with one).
+_CITATION = re.compile(r"\[\^?(?:(?:source|doc|document|ref|passage|context)\s*#?)?\d{1,3}"
+                       r"(?:\s*[,;\u2013-]\s*\d{1,3})*\]", re.I)
+_LIST_NUMBER = re.compile(r"^[ \t]*\d{1,3}[.)](?=[ \t]+\S)", re.M)
+_PARENTHESES = re.compile(r"\(([^()\n]{1,100})\)")
 
 
 def single_case(text: str) -> bool:
@@ -150,6 +158,17 @@ def blank_framing(text: str) -> str:
     return "".join(pieces)
 
 
+def blank_marks(text: str) -> str:
+    """Return ``text`` with citation marks and framing parentheses blanked, and list numbers made bullets.
+
+    A list number becomes a "-" bullet, not a blank, so the sentence split still breaks the list item by item.
+    """
+    text = _CITATION.sub(lambda m: " " * len(m.group()), text)
+    text = _LIST_NUMBER.sub(lambda m: m.group().replace(m.group().strip(), "-".ljust(len(m.group().strip()))), text)
+    return _PARENTHESES.sub(lambda m: " " * len(m.group()) if _clause_kind(m.group(1)) == "frame" else m.group(),
+                            text)
+
+
 def normalise(answer: str, sources: Sequence[str]) -> str:
-    """Return ``answer`` as the offline tiers should read it (same length): recased, framing blanked."""
-    return blank_framing(recase(answer, sources))
+    """Return ``answer`` as the offline tiers should read it (same length): recased, marks and framing blanked."""
+    return blank_framing(recase(blank_marks(answer), sources))

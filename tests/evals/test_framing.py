@@ -11,7 +11,7 @@ import pytest
 from evals.scorers.base import Scorer
 from evals.scorers.claim_support import ClaimSupportScorer
 from evals.scorers.detector import HallucinationDetector
-from evals.scorers.framing import blank_framing, normalise, recase, single_case
+from evals.scorers.framing import blank_framing, blank_marks, normalise, recase, single_case
 
 DOCUMENT = ("Storm Ciara hit Britain on Sunday. The Met Office said winds reached 97 mph in Aberdaron, Wales. "
             "NASA satellites tracked the storm across the Atlantic. More than 500 flights were cancelled at "
@@ -65,9 +65,27 @@ def test_what_is_not_a_frame_is_kept(text: str) -> None:
     assert blank_framing(text) == text
 
 
+@pytest.mark.parametrize(("marked", "read"), [
+    ("Paris is the capital [1].", "Paris is the capital    ."),
+    ("Paris [1, 2] and Lyon [source 3].", "Paris        and Lyon           ."),
+    ("1. Paris is big.\n2) Lyon is small.", "-  Paris is big.\n-  Lyon is small."),  # still two claims
+    ("Paris is the capital (according to the passage).", "Paris is the capital                           ."),
+    ("Paris (the capital) has 2 parks.", "Paris (the capital) has 2 parks."),  # a parenthesis that says something
+    ("In 1990. Paris grew by 1.5 million [sic].", "In 1990. Paris grew by 1.5 million [sic]."),
+])
+def test_citation_marks_list_numbers_and_framing_asides_are_not_claims(marked: str, read: str) -> None:
+    assert blank_marks(marked) == read
+
+
+@pytest.mark.parametrize("hedge", ["It might be that ", "Perhaps ", "Probably "])
+def test_a_hedge_in_front_of_a_claim_is_blanked(hedge: str) -> None:
+    assert blank_framing(hedge + "Paris is the capital.").strip() == "Paris is the capital."
+
+
 def test_normalising_never_changes_the_length() -> None:
     rng = random.Random(5)
     vocabulary = ["according", "to", "the", "passage", ",", ":", ".", "Paris", "PARIS", "answer", "is", "I", "think",
+                  "[1]", "(", ")", "1.", "\n2)", "perhaps",
                   "yes", "\n", "  ", "İSTANBUL", "ǅ", "ß", "1,000", "well", "NASA", "based", "on"]
     for _ in range(500):
         text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 25)))
@@ -93,12 +111,14 @@ def test_a_summary_in_one_case_scores_as_written(offline: Scorer, change: Callab
     assert not offline.score(answer=change(SUMMARY), contexts=[DOCUMENT]).unsupported_claims
 
 
-@pytest.mark.parametrize("preamble", ["According to the passage, ", "Answer: ", "I think ",
-                                      "Based on the context provided, the correct answer is "])
-def test_a_preamble_moves_no_score(offline: Scorer, preamble: str) -> None:
-    for answer in ("Paris is the capital of France.", "Lyon is the capital of France."):
-        plain = offline.score(answer=answer, contexts=[CONTEXT], question=QUESTION)
-        framed = offline.score(answer=preamble + answer, contexts=[CONTEXT], question=QUESTION)
+@pytest.mark.parametrize(("preamble", "aside"), [
+    ("According to the passage, ", ""), ("Answer: ", ""), ("I think ", ""), ("", " [1]"),
+    ("Based on the context provided, the correct answer is ", ""), ("1. ", " (according to the text)"),
+])
+def test_framing_and_marks_move_no_score(offline: Scorer, preamble: str, aside: str) -> None:
+    for answer in ("Paris is the capital of France", "Lyon is the capital of France"):
+        plain = offline.score(answer=answer + ".", contexts=[CONTEXT], question=QUESTION)
+        framed = offline.score(answer=preamble + answer + aside + ".", contexts=[CONTEXT], question=QUESTION)
         assert framed.score == plain.score
         assert [c.verdict for c in framed.claims] == [c.verdict for c in plain.claims]
 
