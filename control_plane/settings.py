@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     fleet_step_seconds: float = Field(default=1.0, gt=0, description="How often rollouts are advanced.")
     experiment_evaluate_seconds: float = Field(default=30.0, gt=0, description=(
         "How often running A/B tests are evaluated (a winner at the horizon becomes a promotion proposal)."))
+    eval_run_budget_seconds: float = Field(default=600.0, gt=0, description=(
+        "An eval run is scored inside its request; one that takes longer is stopped (413) and stores nothing."))
     protected_device_labels: dict[str, str] = Field(default_factory=lambda: {"env": "production"}, description=(
         "A device carrying all these labels is protected: deployments to it need the version the protected alias"
         " names, or an approver; moving a device in or out of the set needs an approver. {} disables it."))

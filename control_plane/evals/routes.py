@@ -96,7 +96,11 @@ def get_dataset_version(name: Identifier, version: Annotated[int, Path(ge=1, le=
 @router.post("/eval-runs", status_code=status.HTTP_201_CREATED, response_model=EvalRunRead)
 def create_run(body: EvalRunCreate, request: Request, session: SessionDep, settings: SettingsDep,
                caller: Writer) -> EvalRunRead:
-    """Run an eval now; the result says which scorer tier judged it and whether it passed its thresholds."""
+    """Run an eval now; the result says which scorer tier judged it and whether it passed its thresholds.
+
+    The run is scored inside this request, so it has a budget (``EDGELOOP_EVAL_RUN_BUDGET_SECONDS``): a run that
+    passes it is stopped with a 413 and stores nothing.
+    """
     env = eval_environment(request, settings)
     run = service.create_run(session=session, request=body, actor=caller.actor, env=env)
     return run_read(session, run, with_samples=True)

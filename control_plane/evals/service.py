@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from control_plane.audit import service as audit
-from control_plane.errors import Invalid, NotFound, ServiceUnavailable
+from control_plane.errors import Invalid, NotFound, PayloadTooLarge, ServiceUnavailable
 from control_plane.evals import datasets
 from control_plane.evals.llm import ChatClient, LLMConfig, LLMError, LLMJudgeScorer
 from control_plane.evals.models import EvalRun, EvalSampleResult
@@ -36,6 +37,8 @@ class EvalEnvironment:
 
     store_factory: Callable[[], RagStore]
     llm: LLMConfig | None = None
+    # A run is scored inside its request: this bounds how long one request can hold a worker.
+    budget_seconds: float = 600.0
 
 
 def environment(settings: Settings, *, store: RagStore | None = None) -> EvalEnvironment:
@@ -48,7 +51,7 @@ def environment(settings: Settings, *, store: RagStore | None = None) -> EvalEnv
     if settings.llm_base_url:
         llm = LLMConfig(base_url=settings.llm_base_url, model=settings.llm_model or "default",
                         api_key=settings.llm_api_key)
-    return EvalEnvironment(store_factory=store_factory, llm=llm)
+    return EvalEnvironment(store_factory=store_factory, llm=llm, budget_seconds=settings.eval_run_budget_seconds)
 
 
 def _messages(version: PromptVersion, variables: dict[str, Any]) -> list[dict[str, str]]:
@@ -92,9 +95,16 @@ def _plan(request: EvalRunCreate, collection: str | None, version: PromptVersion
     return plan, tier, generator_name, client
 
 
-def _outcomes(samples: list[dict[str, Any]], plan: RunPlan) -> list[SampleOutcome]:
+def _outcomes(samples: list[dict[str, Any]], plan: RunPlan, budget_seconds: float) -> list[SampleOutcome]:
     outcomes = []
+    started = time.monotonic()
     for index, sample in enumerate(samples):
+        # Checked between samples: one sample's cost is bounded by the scorers' input limits (seconds at worst).
+        if index and time.monotonic() - started > budget_seconds:
+            raise PayloadTooLarge(
+                f"the run passed its {budget_seconds:g} s budget after {index} of {len(samples)} samples and was "
+                "stopped; nothing was stored. Split the dataset into smaller versions, or raise "
+                "EDGELOOP_EVAL_RUN_BUDGET_SECONDS", samples_scored=index, samples=len(samples))
         try:
             outcomes.append(score_sample(index, sample, plan))
         except SampleError as exc:
@@ -119,7 +129,7 @@ def create_run(*, session: Session, request: EvalRunCreate, actor: str, env: Eva
         thresholds = thresholds_of(gate_of(version.prompt) if version is not None else DEFAULT_GATE)
     plan, tier, generator_name, client = _plan(request, dataset_version.collection, version, env)
     try:
-        outcomes = _outcomes(dataset_version.samples, plan)
+        outcomes = _outcomes(dataset_version.samples, plan, env.budget_seconds)
     finally:
         if client is not None:
             client.close()

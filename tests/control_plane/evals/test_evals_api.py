@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from control_plane.main import create_app
 from control_plane.rag import RagStore
 from control_plane.settings import Settings
 
@@ -182,3 +183,21 @@ def test_runs_retrieve_from_a_chromadb_collection_and_generate_offline(
     empty = client.post(f"{API}/eval-runs", json={"dataset": "ops2", "prompt": "assistant@1"}, headers=h)
     assert missing["collection"] == "nothing-here" and empty.status_code == 422
     assert "collection 'nothing-here' is empty" in empty.json()["error"]["message"]
+
+
+def test_a_run_over_its_time_budget_is_stopped_and_stores_nothing(settings: Settings,
+                                                                   admin_headers: dict[str, str]) -> None:
+    # A run is scored inside its request: without a budget, a writer's 5,000 hostile samples held a worker for hours.
+    budgeted = create_app(settings.model_copy(update={"eval_run_budget_seconds": 1e-6}))
+    with TestClient(budgeted) as client:
+        samples = [PORT, OWNER, {**PORT, "id": "port-2"}]
+        _post(client, "/eval-datasets/golden/versions", {"samples": samples}, admin_headers)
+        response = client.post(f"{API}/eval-runs", json={"dataset": "golden"}, headers=admin_headers)
+        assert response.status_code == 413, response.text
+        body = response.json()["error"]
+        assert "budget" in body["message"] and "EDGELOOP_EVAL_RUN_BUDGET_SECONDS" in body["message"]
+        assert body["details"] == {"samples_scored": 1, "samples": 3}
+        assert client.get(f"{API}/eval-runs", headers=admin_headers).json() == []
+        # One sample is always scored: the budget is checked between samples.
+        _post(client, "/eval-datasets/single/versions", {"samples": [PORT]}, admin_headers)
+        assert _post(client, "/eval-runs", {"dataset": "single"}, admin_headers)["sample_count"] == 1
