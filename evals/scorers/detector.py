@@ -49,6 +49,10 @@ CLAIM_MODEL_FILE = "detector_claims.onnx"
 META_FILE = "detector.json"
 SHAPES = ("qa", "dialogue", "summary")
 _DIALOGUE_TURN = re.compile(r"\[(?:human|assistant|user)\]\s*:|^\s*(?:human|assistant|user)\s*:", re.I | re.M)
+# Words that make the number after them approximate: "about 600" is not contradicted by "581".
+_HEDGES = word_set("about around almost nearly roughly approximately some over under more less least most than "
+                   "up estimated")
+_PLAIN_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
 
 
 def answer_shape(question: str) -> str:
@@ -321,12 +325,6 @@ def contradicted_numbers(claim: str, passage: Passage) -> list[str]:
         if same_sort and not close:
             out.append(word.lower)
     return out
-
-
-# Words that make the number after them approximate: "about 600" is not contradicted by "581".
-_HEDGES = word_set("about around almost nearly roughly approximately some over under more less least most than "
-                   "up estimated")
-_PLAIN_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
 
 
 def _number_value(key: str) -> float | None:
