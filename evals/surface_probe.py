@@ -27,6 +27,7 @@ VARIANTS: dict[str, Callable[[str], str]] = {
     "as written": lambda a: a,
     "all lower case": str.lower,
     "all capitals": str.upper,
+    "Title Case": lambda a: " ".join(w[:1].upper() + w[1:] for w in a.split(" ")),
     '"According to the passage, " first': lambda a: "According to the passage, " + a,
     '"Answer: " first': lambda a: "Answer: " + a,
     '"Based on the context, the answer is " first': lambda a: "Based on the context, the answer is " + a,

@@ -3,13 +3,14 @@
 The offline tiers read a capital as a name and count every word of a claim, so the surface of an answer moved its
 score as much as its facts did (dev rows 1,700-1,899):
 - A faithful summary typed in lower case lost its names and its sentence breaks: 72% flagged (7% as written).
-- The hallucinated summaries in capitals turned every word into a name the passage "has": 6.5% flagged (66%).
+- The hallucinated summaries in capitals (or Title Case) turned every word into a name the passage "has": 6.5%
+  flagged (66%).
 - A preamble that frames a claim hid hallucinations: dialogue hallucinations after "According to the passage, "
   were flagged 27% instead of 46%; "Based on the context, the answer is X" flagged 38% of right QA answers.
 
-An answer written in one case takes each word's case from the sources (contexts and question), and a leading
-phrase that only frames its sentence is blanked out. Both keep the text's length, so claim offsets still index the
-caller's text.
+An answer whose case is noise (one case, or Title Case) takes each word's case from the sources (contexts and
+question); citation marks, list numbers, and phrases that only frame a sentence are blanked out. Every change
+keeps the text's length, so claim offsets still index the caller's text.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ _POLAR_WORDS = "yes yeah yep no nope not never nor none nothing neither"
 _POLAR = frozenset(_POLAR_WORDS.split())
 _CLAUSE = re.compile(r"([^,:;.!?\n]{1,100}?)\s*[,:]\s+")
 _CLAUSE_TOKENS = 12
+# All capitals or Title Case from this many words on is formatting, not names.
+MIN_CASED_WORDS = 6
+TITLE_SHARE = 0.8
+# Title Case needs this many of its capitalised words, and this share of those the sources hold, written in lower
+# case by the sources (a summary is dense with names: most of its capitals are theirs).
+MIN_LOWER_IN_SOURCES = 3
+LOWER_SHARE = 0.25
 _LEADS = (
     re.compile(r"(?:i|we)\s+(?:(?:really|honestly|personally|would|do)\s+)?"
                r"(?:think|believe|guess|suppose|reckon|assume|feel|say)(?:\s+that)?\s+", re.I),
@@ -57,11 +65,6 @@ _CITATION = re.compile(r"\[\^?(?:(?:source|doc|document|ref|passage|context)\s*#
                        r"(?:\s*[,;\u2013-]\s*\d{1,3})*\]", re.I)
 _LIST_NUMBER = re.compile(r"^[ \t]*\d{1,3}[.)](?=[ \t]+\S)", re.M)
 _PARENTHESES = re.compile(r"\(([^()\n]{1,100})\)")
-
-
-def single_case(text: str) -> bool:
-    """Return whether every cased letter of ``text`` has the same case (and there is one)."""
-    return text.islower() or text.isupper()
 
 
 def source_casing(sources: Sequence[str], wanted: set[str]) -> dict[str, str]:
@@ -86,14 +89,15 @@ def source_casing(sources: Sequence[str], wanted: set[str]) -> dict[str, str]:
 
 
 def recase(text: str, sources: Sequence[str]) -> str:
-    """Return a one-case ``text`` with each word cased as the sources write it and sentences capitalised.
+    """Return ``text`` with each word cased as the sources write it and sentences capitalised, when its own case
+    is noise (``case_is_noise``); otherwise unchanged: its capitals are the writer's.
 
     A word the sources lack is lower-cased (a name they lack stays lower case, so it weighs as a word, not as a
-    name). Text that already mixes cases is returned unchanged: its capitals are the writer's.
+    name).
     """
-    if not single_case(text):
+    casing = case_is_noise(text, sources)
+    if casing is None:
         return text
-    casing = source_casing(sources, {m.group().lower() for m in _LETTERS.finditer(text)})
 
     def cased(match: re.Match[str]) -> str:
         word = match.group()
@@ -102,6 +106,29 @@ def recase(text: str, sources: Sequence[str]) -> str:
 
     words = _LETTERS.sub(cased, text)
     return _SENTENCE_START.sub(lambda m: m.group()[:-1] + m.group(1).upper(), words)
+
+
+def case_is_noise(text: str, sources: Sequence[str]) -> dict[str, str] | None:
+    """Return the sources' casing of the words of ``text`` when its capitals say nothing about names, else None.
+
+    All lower case always. All capitals from ``MIN_CASED_WORDS`` words on: a short answer in capitals ("ANGELA
+    MERKEL") is most likely a name. Title Case ("Storm Ciara Hits Britain With 97 Mph Winds") when at least
+    ``MIN_CASED_WORDS`` words that are not stopwords are capitalised, most of them, and enough of those the sources
+    hold are words the sources write in lower case: a list of names ("Sofia Coppola, Roger Corman and ...") is
+    capitalised because its words are names, and stays as written.
+    """
+    words = _LETTERS.findall(text)
+    wanted = {w.lower() for w in words}
+    if text.islower() or (text.isupper() and len(words) >= MIN_CASED_WORDS):
+        return source_casing(sources, wanted)
+    content = [w for w in words if w.lower() not in STOPWORDS]
+    capitalised = [w for w in content if w[0].isupper() and not w.isupper()]
+    if len(capitalised) < MIN_CASED_WORDS or len(capitalised) < TITLE_SHARE * len(content):
+        return None  # the usual case: decided from the answer alone, without reading the sources
+    casing = source_casing(sources, wanted)
+    known = [casing[w.lower()] for w in capitalised if w.lower() in casing]
+    lower = sum(1 for form in known if form[0].islower())
+    return casing if lower >= MIN_LOWER_IN_SOURCES and lower >= LOWER_SHARE * len(known) else None
 
 
 def _framing_length(sentence: str) -> int:

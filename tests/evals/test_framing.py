@@ -11,7 +11,7 @@ import pytest
 from evals.scorers.base import Scorer
 from evals.scorers.claim_support import ClaimSupportScorer
 from evals.scorers.detector import HallucinationDetector
-from evals.scorers.framing import blank_framing, blank_marks, normalise, recase, single_case
+from evals.scorers.framing import blank_framing, blank_marks, case_is_noise, normalise, recase
 
 DOCUMENT = ("Storm Ciara hit Britain on Sunday. The Met Office said winds reached 97 mph in Aberdaron, Wales. "
             "NASA satellites tracked the storm across the Atlantic. More than 500 flights were cancelled at "
@@ -28,13 +28,20 @@ def test_a_one_case_answer_takes_the_case_the_sources_write() -> None:
     # An acronym seen only at a sentence start keeps its capitals; "More" there says nothing about "more".
     assert recase("nasa tracked more than 500 storms.", [DOCUMENT]) == "NASA tracked more than 500 storms."
     # A word the sources lack is lower case: a name they lack weighs as a word, never as a known name.
-    assert recase("STORM CIARA HIT GLASGOW.", [DOCUMENT]) == "Storm Ciara hit glasgow."
+    assert recase("STORM CIARA HIT GLASGOW ON A WET SUNDAY.", [DOCUMENT]) == "Storm Ciara hit glasgow on a wet Sunday."
 
 
 def test_mixed_case_is_the_writers_and_is_left_alone() -> None:
     for text in (SUMMARY, "iPhone sales rose.", "The BBC said so.", "1990", ""):
         assert recase(text, [DOCUMENT]) == text
-    assert single_case("yes") and single_case("NO.") and not single_case("No.") and not single_case("42")
+    noise = lambda text: case_is_noise(text, [DOCUMENT]) is not None  # noqa: E731
+    assert noise("yes") and noise("the storm hit britain.") and not noise("42") and not noise(SUMMARY)
+    # Capitals and Title Case are noise from six words on; a short answer in capitals is most likely a name.
+    assert noise(SUMMARY.upper()) and noise("Storm Ciara Hit Britain On Sunday As Winds Reached 97 Mph.")
+    assert noise("Storm Ciara Hit Britain on Sunday as Winds Reached 97 Mph.")  # stopwords may stay lower case
+    assert not noise("ANGELA MERKEL") and not noise("No.")
+    # Names are capitalised because they are names: a list of them stays as written.
+    assert not noise("Met Office, Aberdaron, Wales, Heathrow, Atlantic, Britain, Ciara and NASA were named.")
 
 
 @pytest.mark.parametrize(("framed", "claim"), [
@@ -98,7 +105,7 @@ def offline(request: pytest.FixtureRequest) -> Scorer:
     return HallucinationDetector() if request.param == "detector" else ClaimSupportScorer()
 
 
-@pytest.mark.parametrize("change", [str.lower, str.upper])
+@pytest.mark.parametrize("change", [str.lower, str.upper, str.title])
 def test_a_summary_in_one_case_scores_as_written(offline: Scorer, change: Callable[[str], str]) -> None:
     # Before: the lower-case faithful summary lost its names and sentence breaks and was flagged; the same invented
     # summary in capitals turned every word into a name and passed.
