@@ -90,12 +90,12 @@ def source_casing(sources: Sequence[str], wanted: set[str]) -> dict[str, str]:
 
 def recase(text: str, sources: Sequence[str]) -> str:
     """Return ``text`` with each word cased as the sources write it and sentences capitalised, when its own case
-    is noise (``case_is_noise``); otherwise unchanged: its capitals are the writer's.
+    is noise (``noise_casing``); otherwise unchanged: its capitals are the writer's.
 
     A word the sources lack is lower-cased (a name they lack stays lower case, so it weighs as a word, not as a
     name).
     """
-    casing = case_is_noise(text, sources)
+    casing = noise_casing(text, sources)
     if casing is None:
         return text
 
@@ -108,7 +108,7 @@ def recase(text: str, sources: Sequence[str]) -> str:
     return _SENTENCE_START.sub(lambda m: m.group()[:-1] + m.group(1).upper(), words)
 
 
-def case_is_noise(text: str, sources: Sequence[str]) -> dict[str, str] | None:
+def noise_casing(text: str, sources: Sequence[str]) -> dict[str, str] | None:
     """Return the sources' casing of the words of ``text`` when its capitals say nothing about names, else None.
 
     All lower case always. All capitals from ``MIN_CASED_WORDS`` words on: a short answer in capitals ("ANGELA
@@ -191,9 +191,15 @@ def blank_marks(text: str) -> str:
     A list number becomes a "-" bullet, not a blank, so the sentence split still breaks the list item by item.
     """
     text = _CITATION.sub(lambda m: " " * len(m.group()), text)
-    text = _LIST_NUMBER.sub(lambda m: m.group().replace(m.group().strip(), "-".ljust(len(m.group().strip()))), text)
+    text = _LIST_NUMBER.sub(_bullet, text)
     return _PARENTHESES.sub(lambda m: " " * len(m.group()) if _clause_kind(m.group(1)) == "frame" else m.group(),
                             text)
+
+
+def _bullet(match: re.Match[str]) -> str:
+    """Return a list number ("  12.") as a bullet of the same width ("  -  ")."""
+    marker = match.group().lstrip()
+    return match.group()[: len(match.group()) - len(marker)] + "-".ljust(len(marker))
 
 
 def normalise(answer: str, sources: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ import pytest
 from evals.scorers.base import Scorer
 from evals.scorers.claim_support import ClaimSupportScorer
 from evals.scorers.detector import HallucinationDetector
-from evals.scorers.framing import blank_framing, blank_marks, case_is_noise, normalise, recase
+from evals.scorers.framing import blank_framing, blank_marks, noise_casing, normalise, recase
 
 DOCUMENT = ("Storm Ciara hit Britain on Sunday. The Met Office said winds reached 97 mph in Aberdaron, Wales. "
             "NASA satellites tracked the storm across the Atlantic. More than 500 flights were cancelled at "
@@ -34,7 +34,7 @@ def test_a_one_case_answer_takes_the_case_the_sources_write() -> None:
 def test_mixed_case_is_the_writers_and_is_left_alone() -> None:
     for text in (SUMMARY, "iPhone sales rose.", "The BBC said so.", "1990", ""):
         assert recase(text, [DOCUMENT]) == text
-    noise = lambda text: case_is_noise(text, [DOCUMENT]) is not None  # noqa: E731
+    noise = lambda text: noise_casing(text, [DOCUMENT]) is not None  # noqa: E731
     assert noise("yes") and noise("the storm hit britain.") and not noise("42") and not noise(SUMMARY)
     # Capitals and Title Case are noise from six words on; a short answer in capitals is most likely a name.
     assert noise(SUMMARY.upper()) and noise("Storm Ciara Hit Britain On Sunday As Winds Reached 97 Mph.")
