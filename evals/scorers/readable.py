@@ -192,8 +192,8 @@ def read_inputs(answer: str | bytes, contexts: Contexts, question: str | bytes |
     folded = fold(original)
     folded_contexts = [(c, fold(c)) for c in coerce_contexts(contexts)]
     question_text = fold(coerce_text(question, field="question")).text
-    text = normalise(folded.text, [*(f.text for _, f in folded_contexts), question_text])
+    sources = [*(f.text for _, f in folded_contexts), question_text]
+    text = normalise(folded.text, sources)
     spans = split_sentences(text)
-    foreign, known = unverifiable_claims([s.text for s in spans],
-                                         [*(f.text for _, f in folded_contexts), question_text])
+    foreign, known = unverifiable_claims([s.text for s in spans], sources)
     return Inputs(original, folded, text, folded_contexts, question_text, spans, foreign, known)
